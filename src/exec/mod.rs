@@ -1,0 +1,465 @@
+//! `delta-sessions exec`: run one command in a session and collect its result.
+//!
+//! The flow: validate, lock the session, load its state, hand the command to
+//! the jail, copy output into bounded buffers (or stream it with `--raw`)
+//! until the command's main process exits, then save the new state,
+//! metadata and history line.
+
+pub mod input;
+pub mod output;
+pub mod shell;
+
+use crate::jail::{self, Exit, SpawnRequest, WorkerEvent};
+use crate::profile::Profile;
+use crate::store::{HistoryEntry, Metadata, SessionDir, SessionId, State, Status, Store};
+use crate::timefmt;
+use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use output::CappedBuffer;
+use serde::Serialize;
+use shell::ShellKind;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub command: Option<String>,
+    pub timeout: Option<Duration>,
+    pub raw: bool,
+}
+
+/// The result printed as JSON (and, with `--raw`, only its exit code is used).
+#[derive(Debug, Serialize)]
+pub struct ExecResult {
+    #[serde(serialize_with = "lossy")]
+    pub stdout: Vec<u8>,
+    #[serde(serialize_with = "lossy")]
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+    pub execution_time_ms: u64,
+    pub cwd: PathBuf,
+    pub timed_out: bool,
+    pub truncated: bool,
+    /// Name of the signal that killed the command, if one did.
+    pub signal: Option<&'static str>,
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+    /// The jail had died and was rebuilt for this exec (background processes were lost).
+    pub jail_restarted: bool,
+    /// The saved working directory no longer existed; the command ran in the work dir.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cwd_reset: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Serializes bytes as a string, replacing invalid UTF-8, without copying valid text.
+fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// Runs one exec. Errors are delta-sessions' own (unknown session, bad input, broken jail).
+pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResult> {
+    let session = store.existing(id)?;
+    let meta = session.read_metadata()?;
+    ensure_active(&meta, id)?;
+    let command = input::read_command(opts.command.clone())?;
+
+    let _exec_lock = session.lock_exec()?;
+    // Re-read under the lock: an `end` may have happened while we waited.
+    let meta = session.read_metadata()?;
+    ensure_active(&meta, id)?;
+    let profile: Profile = crate::store::read_json(&session.profile_path(), id)?;
+    let state = session.read_state()?;
+
+    let (conn, jail_restarted) = connect_or_restart(&session, &profile)?;
+    let kind = ShellKind::of(&meta.command);
+    let started = Instant::now();
+    let timeout = opts
+        .timeout
+        .unwrap_or(Duration::from_millis(profile.limits.timeout_ms));
+    let run = launch(
+        &conn, &session, &profile, &meta, &state, kind, &command, timeout,
+    )?;
+    let collected = collect(&conn, run.stdout, run.stderr, &profile, &opts, timeout)?;
+    let elapsed = started.elapsed();
+
+    // State: only a complete report replaces the previous state.
+    let report = run.report.map(read_report).transpose()?.unwrap_or_default();
+    let env_complete = matches!(collected.exit, Some(Exit::Code { code: 0 }));
+    let captured = if collected.timed_out {
+        None
+    } else {
+        shell::parse_report(&report, kind, env_complete)
+    };
+    let mut exit_code = match collected.exit {
+        Some(Exit::Code { code }) => code,
+        Some(Exit::Signal { signal }) => 128 + signal,
+        None => 137,
+    };
+    let mut new_state = state.clone();
+    if let Some(c) = captured {
+        // Other shells end with `exec env`, whose status is not the command's.
+        if kind == ShellKind::Posix {
+            exit_code = c.exit_code;
+        }
+        new_state.cwd = c.cwd;
+        new_state.env = c.env;
+        new_state.shell = c.shell;
+    } else if collected.cwd_reset {
+        new_state.cwd = meta.work_dir.clone();
+    }
+    if collected.timed_out {
+        exit_code = 124;
+    }
+    if new_state != state {
+        session.write_state(&new_state)?;
+    }
+    record_exec(
+        &session,
+        &command,
+        exit_code,
+        elapsed,
+        &new_state.cwd,
+        collected.timed_out,
+    )?;
+
+    let signal = match collected.exit {
+        Some(Exit::Signal { signal }) => signal_name(signal),
+        None => Some("SIGKILL"),
+        _ => None,
+    };
+    let (stdout, stdout_dropped) = collected.stdout.finish();
+    let (stderr, stderr_dropped) = collected.stderr.finish();
+    Ok(ExecResult {
+        stdout,
+        stderr,
+        exit_code,
+        execution_time_ms: elapsed.as_millis() as u64,
+        cwd: new_state.cwd,
+        timed_out: collected.timed_out,
+        truncated: stdout_dropped > 0 || stderr_dropped > 0,
+        signal,
+        stdout_dropped_bytes: stdout_dropped,
+        stderr_dropped_bytes: stderr_dropped,
+        jail_restarted,
+        cwd_reset: collected.cwd_reset,
+        error: collected.error,
+    })
+}
+
+fn ensure_active(meta: &Metadata, id: &SessionId) -> Result<()> {
+    if meta.status != Status::Active {
+        bail!(
+            "Session {id} has ended (status {}); start a new session",
+            meta.status.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// Reaches the holder, rebuilding the jail from the session's files if it died.
+fn connect_or_restart(session: &SessionDir, profile: &Profile) -> Result<(UnixStream, bool)> {
+    if let Some(conn) = jail::connect(session)? {
+        return Ok((conn, false));
+    }
+    let _meta_lock = session.lock_metadata()?;
+    let mut meta = session.read_metadata()?;
+    ensure_active(&meta, &session.id)?;
+    if let Some(old) = &meta.holder {
+        // A holder that lost its socket but still runs must not linger.
+        jail::stop(session, old)?;
+    }
+    let record = jail::start(session, profile, &meta.work_dir)
+        .with_context(|| format!("cannot restart the jail of session {}", session.id))?;
+    meta.holder = Some(record);
+    meta.jail_restarts += 1;
+    session.write_metadata(&meta)?;
+    let conn = jail::connect(session)?
+        .ok_or_else(|| anyhow!("the rebuilt jail of session {} does not answer", session.id))?;
+    Ok((conn, true))
+}
+
+/// The descriptors and memfds of one run, our side.
+struct Launched {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: Option<File>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    conn: &UnixStream,
+    session: &SessionDir,
+    profile: &Profile,
+    meta: &Metadata,
+    state: &State,
+    kind: ShellKind,
+    command: &str,
+    timeout: Duration,
+) -> Result<Launched> {
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // The command's ends must block like ordinary pipes.
+    for fd in [&out_w, &err_w] {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
+        )?;
+    }
+    let script = jail::memfd("command")?;
+    (&script).write_all(command.as_bytes())?;
+    let mut argv: Vec<String> = vec![meta.command.clone()];
+    let mut keep = Vec::new();
+    let stdin: File;
+    let mut extra: Vec<File> = Vec::new();
+    let report = match kind {
+        ShellKind::Script => {
+            argv.extend(meta.args.iter().cloned());
+            (&script).rewind()?;
+            stdin = script;
+            None
+        }
+        ShellKind::Bash | ShellKind::Posix => {
+            let wrapper = if kind == ShellKind::Bash {
+                shell::bash_wrapper()
+            } else {
+                shell::POSIX_WRAPPER
+            };
+            argv.extend(["-c".to_string(), wrapper.to_string(), meta.command.clone()]);
+            stdin = File::open("/dev/null")?;
+            let report = jail::memfd("state")?;
+            let prelude = jail::memfd("prelude")?;
+            (&prelude).write_all(shell::bash_prelude(state.shell.as_ref()).as_bytes())?;
+            extra.push(report.try_clone()?);
+            extra.push(script);
+            extra.push(prelude);
+            Some(report)
+        }
+    };
+    keep.push(stdin.as_raw_fd());
+    keep.push(out_w.as_raw_fd());
+    keep.push(err_w.as_raw_fd());
+    keep.extend(extra.iter().map(|f| f.as_raw_fd()));
+
+    let mut env: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PWD={}", state.cwd.display()));
+    let req = SpawnRequest {
+        argv,
+        env,
+        cwd: state.cwd.clone(),
+        fallback_cwd: meta.work_dir.clone(),
+        timeout_ms: timeout.as_millis() as u64,
+        kill_grace_ms: profile.limits.kill_grace_ms,
+    };
+    jail::spawn(conn, &req, &keep)?;
+    let _ = session;
+    Ok(Launched {
+        stdout: out_r,
+        stderr: err_r,
+        report,
+    })
+}
+
+fn read_report(mut f: File) -> Result<Vec<u8>> {
+    const MAX_REPORT: u64 = 64 << 20;
+    f.rewind()?;
+    let mut buf = Vec::new();
+    (&mut f).take(MAX_REPORT).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Where one output stream goes.
+enum Sink {
+    Capture(CappedBuffer),
+    /// `--raw`: straight to our own stdout or stderr.
+    Stream(std::io::Stdout),
+    StreamErr(std::io::Stderr),
+}
+
+impl Sink {
+    fn push(&mut self, data: &[u8]) {
+        match self {
+            Sink::Capture(b) => b.push(data),
+            // A closed stdout of ours must not stop the command or lose the state.
+            Sink::Stream(s) => {
+                let _ = s.write_all(data).and_then(|_| s.flush());
+            }
+            Sink::StreamErr(s) => {
+                let _ = s.write_all(data);
+            }
+        }
+    }
+    fn finish(self) -> (Vec<u8>, u64) {
+        match self {
+            Sink::Capture(b) => {
+                let dropped = b.dropped();
+                (b.into_bytes(), dropped)
+            }
+            _ => (Vec::new(), 0),
+        }
+    }
+}
+
+struct Collected {
+    stdout: Sink,
+    stderr: Sink,
+    exit: Option<Exit>,
+    timed_out: bool,
+    cwd_reset: bool,
+    error: Option<String>,
+}
+
+/// Copies output until the worker reports the end of the command's main process.
+fn collect(
+    conn: &UnixStream,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+    profile: &Profile,
+    opts: &ExecOptions,
+    timeout: Duration,
+) -> Result<Collected> {
+    let cap = profile.limits.output_bytes as usize;
+    let mut c = Collected {
+        stdout: if opts.raw {
+            Sink::Stream(std::io::stdout())
+        } else {
+            Sink::Capture(CappedBuffer::new(cap))
+        },
+        stderr: if opts.raw {
+            Sink::StreamErr(std::io::stderr())
+        } else {
+            Sink::Capture(CappedBuffer::new(cap))
+        },
+        exit: None,
+        timed_out: false,
+        cwd_reset: false,
+        error: None,
+    };
+    // The worker enforces the timeout; this backstop only covers a worker that
+    // was itself killed or stuck.
+    let backstop = Instant::now()
+        + timeout
+        + Duration::from_millis(profile.limits.kill_grace_ms)
+        + Duration::from_secs(5);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out_open = true;
+    let mut err_open = true;
+    loop {
+        let left = backstop.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            c.timed_out = true;
+            c.error = Some("the session's worker did not report the end of the command".into());
+            break;
+        }
+        let mut fds = vec![PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+        if out_open {
+            fds.push(PollFd::new(stdout_r.as_fd(), PollFlags::POLLIN));
+        }
+        if err_open {
+            fds.push(PollFd::new(stderr_r.as_fd(), PollFlags::POLLIN));
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(anyhow!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        let mut i = 1;
+        if out_open {
+            if ready[i] {
+                out_open = drain(&stdout_r, &mut buf, &mut c.stdout);
+            }
+            i += 1;
+        }
+        if err_open && ready[i] {
+            err_open = drain(&stderr_r, &mut buf, &mut c.stderr);
+        }
+        if ready[0] {
+            match jail::protocol::recv_json::<WorkerEvent>(conn) {
+                Ok(Some((WorkerEvent::Started { cwd_reset, .. }, _))) => c.cwd_reset = cwd_reset,
+                Ok(Some((WorkerEvent::Finished { exit, timed_out }, _))) => {
+                    c.exit = Some(exit);
+                    c.timed_out = timed_out;
+                    break;
+                }
+                Ok(Some((WorkerEvent::Failed { message }, _))) => bail!("{message}"),
+                Ok(None) | Err(_) => {
+                    c.error = Some("the session's worker ended before the command did (session ended, or the worker was killed)".into());
+                    break;
+                }
+            }
+        }
+    }
+    // Whatever the main process wrote before it exited is in the pipes now;
+    // background children may hold them open, so read only what is there.
+    if out_open {
+        drain(&stdout_r, &mut buf, &mut c.stdout);
+    }
+    if err_open {
+        drain(&stderr_r, &mut buf, &mut c.stderr);
+    }
+    Ok(c)
+}
+
+/// Reads what is available; returns false once the pipe is at EOF.
+fn drain(fd: &OwnedFd, buf: &mut [u8], sink: &mut Sink) -> bool {
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) => return false,
+            Ok(n) => sink.push(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Counts the exec in metadata.json and appends its history line.
+fn record_exec(
+    session: &SessionDir,
+    command: &str,
+    exit_code: i32,
+    elapsed: Duration,
+    cwd: &Path,
+    timed_out: bool,
+) -> Result<()> {
+    const MAX_HISTORY_COMMAND: usize = 64 * 1024;
+    let now = timefmt::now_rfc3339();
+    {
+        let _meta_lock = session.lock_metadata()?;
+        let mut meta = session.read_metadata()?;
+        meta.execution_count += 1;
+        meta.last_executed_at = Some(now.clone());
+        session.write_metadata(&meta)?;
+    }
+    let truncated = command.len() > MAX_HISTORY_COMMAND;
+    let mut cut = command.len().min(MAX_HISTORY_COMMAND);
+    while !command.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    session.append_history(&HistoryEntry {
+        timestamp: now,
+        command: command[..cut].to_string(),
+        command_truncated: truncated,
+        exit_code,
+        duration_ms: elapsed.as_millis() as u64,
+        cwd: cwd.to_path_buf(),
+        timed_out,
+    })
+}
+
+fn signal_name(sig: i32) -> Option<&'static str> {
+    nix::sys::signal::Signal::try_from(sig)
+        .ok()
+        .map(|s| s.as_str())
+}

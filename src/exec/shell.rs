@@ -1,0 +1,238 @@
+//! How a command runs in a fresh shell that starts from the saved state, and
+//! how that shell reports its state back.
+//!
+//! Descriptors of the shell (set up by the jail worker):
+//! fd 0 `/dev/null`, fd 1/2 the output pipes, fd 3 a memfd that receives the
+//! state report, fd 4 a memfd with the command text, fd 5 (bash) a memfd with
+//! the functions and aliases to restore. The command itself runs with fd 3
+//! closed, so its output can never be mistaken for the report.
+//!
+//! The report is NUL-separated: `DS1`, exit status, cwd, functions, aliases,
+//! then `NAME=VALUE` for every exported variable, then `DS1-END` (bash). A
+//! command that exits, execs another program or is killed never reaches the
+//! report, and the previous state is kept.
+
+use crate::store::ShellState;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// How the session's command is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellKind {
+    /// bash: env, cwd, functions and aliases persist; the report uses builtins only.
+    Bash,
+    /// Other POSIX shells (sh, dash, zsh, ksh): env and cwd persist.
+    Posix,
+    /// Anything else (python3, node, …): the script arrives on stdin; cwd and
+    /// env are those saved at start.
+    Script,
+}
+
+impl ShellKind {
+    pub fn of(program: &str) -> ShellKind {
+        let base = program.rsplit('/').next().unwrap_or(program);
+        match base {
+            "bash" => ShellKind::Bash,
+            "sh" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "yash" => ShellKind::Posix,
+            _ => ShellKind::Script,
+        }
+    }
+}
+
+const END_MARK: &str = "DS1-END";
+
+/// The `-c` script of a bash session.
+pub fn bash_wrapper() -> &'static str {
+    static SCRIPT: OnceLock<String> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        // Every variable name starts with one of these; `${!X@}` lists the
+        // names with prefix X without forking a subshell.
+        let prefixes: String = ('A'..='Z')
+            .chain('a'..='z')
+            .chain(['_'])
+            .map(|c| format!("${{!{c}@}} "))
+            .collect();
+        format!(
+            r#"shopt -s expand_aliases
+. /dev/fd/5
+exec 5<&-
+. /dev/fd/4 3>&-
+__ds_rc=$?
+{{
+printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
+declare -f; printf '\0'
+alias -p; printf '\0'
+for __ds_n in {prefixes}; do
+[[ ${{!__ds_n@a}} == *x* ]] && printf '%s=%s\0' "$__ds_n" "${{!__ds_n}}"
+done
+printf '{END_MARK}\0'
+}} >&3
+exit "$__ds_rc"
+"#
+        )
+    })
+}
+
+/// The `-c` script of other POSIX shells: the environment comes from `env -0`.
+pub const POSIX_WRAPPER: &str = r#". /dev/fd/4 3>&-
+__ds_rc=$?
+printf 'DS1\0%s\0%s\0\0\0' "$__ds_rc" "$PWD" >&3
+exec env -0 >&3
+"#;
+
+/// The text sourced before a bash command: the functions and aliases it left.
+pub fn bash_prelude(shell: Option<&ShellState>) -> String {
+    match shell {
+        None => String::new(),
+        Some(s) => format!("{}\n{}\n", s.functions, s.aliases),
+    }
+}
+
+/// What a completed report says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub exit_code: i32,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub shell: Option<ShellState>,
+}
+
+/// Variables that describe one shell process rather than the session.
+const NOT_PERSISTED: &[&str] = &["_", "SHLVL", "PWD"];
+
+/// Parses a report. `None` unless it is complete: for bash up to the end
+/// mark; for other shells `env_complete` says `env -0` exited successfully.
+pub fn parse_report(bytes: &[u8], kind: ShellKind, env_complete: bool) -> Option<Captured> {
+    let mut parts = bytes.split(|&b| b == 0);
+    if parts.next()? != b"DS1" {
+        return None;
+    }
+    let exit_code = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let cwd = PathBuf::from(String::from_utf8(parts.next()?.to_vec()).ok()?);
+    if !cwd.is_absolute() {
+        return None;
+    }
+    let functions = String::from_utf8_lossy(parts.next()?).into_owned();
+    let aliases = String::from_utf8_lossy(parts.next()?).into_owned();
+    let mut env = BTreeMap::new();
+    let mut ended = false;
+    for item in parts {
+        if kind == ShellKind::Bash && item == END_MARK.as_bytes() {
+            ended = true;
+            break;
+        }
+        if item.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(item);
+        let (name, value) = text.split_once('=')?;
+        if valid_name(name) && !NOT_PERSISTED.contains(&name) {
+            env.insert(name.to_string(), value.to_string());
+        }
+    }
+    let complete = match kind {
+        ShellKind::Bash => ended,
+        _ => env_complete,
+    };
+    if !complete {
+        return None;
+    }
+    let shell = (kind == ShellKind::Bash).then_some(ShellState { functions, aliases });
+    Some(Captured {
+        exit_code,
+        cwd,
+        env,
+        shell,
+    })
+}
+
+/// Whether `name` can be an environment variable a shell exports.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(items: &[&str]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in items {
+            v.extend_from_slice(i.as_bytes());
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn kinds_follow_the_program_name() {
+        assert_eq!(ShellKind::of("bash"), ShellKind::Bash);
+        assert_eq!(ShellKind::of("/usr/bin/bash"), ShellKind::Bash);
+        assert_eq!(ShellKind::of("zsh"), ShellKind::Posix);
+        assert_eq!(ShellKind::of("python3"), ShellKind::Script);
+    }
+
+    #[test]
+    fn parses_a_complete_bash_report() {
+        let r = report(&[
+            "DS1",
+            "3",
+            "/w/sub",
+            "f () \n{ \n    echo\n}",
+            "alias ll='ls -l'",
+            "FOO=a=b",
+            "_=x",
+            "MULTI=l1\nl2",
+            END_MARK,
+        ]);
+        let c = parse_report(&r, ShellKind::Bash, false).unwrap();
+        assert_eq!(c.exit_code, 3);
+        assert_eq!(c.cwd, PathBuf::from("/w/sub"));
+        assert_eq!(c.env.get("FOO").unwrap(), "a=b");
+        assert_eq!(c.env.get("MULTI").unwrap(), "l1\nl2");
+        assert!(!c.env.contains_key("_"));
+        assert!(c.shell.unwrap().aliases.contains("ll"));
+    }
+
+    #[test]
+    fn incomplete_or_garbage_reports_are_rejected() {
+        let full = report(&["DS1", "0", "/w", "", "", "A=1", END_MARK]);
+        for cut in 0..full.len() - 1 {
+            assert!(
+                parse_report(&full[..cut], ShellKind::Bash, false).is_none(),
+                "cut {cut}"
+            );
+        }
+        assert!(parse_report(b"garbage\0", ShellKind::Bash, false).is_none());
+        assert!(parse_report(
+            &report(&["DS1", "x", "/w", "", "", END_MARK]),
+            ShellKind::Bash,
+            false
+        )
+        .is_none());
+        assert!(parse_report(
+            &report(&["DS1", "0", "rel", "", "", END_MARK]),
+            ShellKind::Bash,
+            false
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn posix_reports_need_env_to_finish() {
+        let r = report(&["DS1", "0", "/w", "", "", "A=1"]);
+        assert!(parse_report(&r, ShellKind::Posix, false).is_none());
+        let c = parse_report(&r, ShellKind::Posix, true).unwrap();
+        assert_eq!(c.env.get("A").unwrap(), "1");
+        assert!(c.shell.is_none());
+    }
+
+    #[test]
+    fn wrapper_lists_every_name_prefix() {
+        let w = bash_wrapper();
+        assert!(w.contains("${!A@}") && w.contains("${!z@}") && w.contains("${!_@}"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The holder: one small process per session that owns the jail.
+//!
+//! `delta-sessions start` runs our own binary in the hidden `__holder` mode. It
+//! creates the session's namespaces, builds the root filesystem, drops every
+//! privilege, and then stays as PID 1 of the session's PID namespace: it
+//! reaps orphans and forks a [worker](super::worker) for each exec that
+//! connects to its control socket. When it dies, the kernel kills every
+//! process of the session.
+//!
+//! Start-up handshake on the status pipe (holder -> parent), one line each:
+//! `U` user namespace created (parent writes the id maps, then one byte on the
+//! sync pipe), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
+
+use super::{mounts, rlimits, worker};
+use crate::profile::{Isolation, Network, Profile};
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// Descriptor numbers the parent passes to the holder.
+pub const LISTEN_FD: RawFd = 3;
+pub const STATUS_FD: RawFd = 4;
+pub const SYNC_FD: RawFd = 5;
+
+/// Where the holder finds what it builds.
+#[derive(Debug, Clone)]
+pub struct HolderArgs {
+    pub session_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub home_target: PathBuf,
+}
+
+/// Entry point of `delta-sessions __holder`. Never returns.
+pub fn main(args: HolderArgs) -> ! {
+    // SAFETY: the parent set up these descriptors for us and nothing else owns them.
+    let status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let mut status = Some(status);
+    if let Err(e) = start(&args, &mut status) {
+        report_error(&mut status, &e);
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
+/// Tells the parent why the jail could not be built, on one line.
+fn report_error(status: &mut Option<File>, e: &anyhow::Error) {
+    if let Some(f) = status.as_mut() {
+        let _ = writeln!(f, "E{}", format!("{e:#}").replace('\n', " "));
+    }
+}
+
+fn status_line(status: &mut Option<File>, line: &str) -> Result<()> {
+    let f = status.as_mut().context("status pipe already closed")?;
+    writeln!(f, "{line}").context("cannot report to the parent")
+}
+
+fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
+    let profile_text = std::fs::read(args.session_dir.join("profile.json"))
+        .context("cannot read the session's profile.json")?;
+    let profile: Profile =
+        serde_json::from_slice(&profile_text).context("the session's profile.json is invalid")?;
+    let jailed = profile.isolation == Isolation::Jail;
+    // Detach from the caller's terminal and process group: Ctrl-C or the end of
+    // the calling agent must not take the session down.
+    let _ = nix::unistd::setsid();
+    if jailed {
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+            anyhow!(
+                "cannot create a user namespace ({e}). {}",
+                super::USERNS_HELP
+            )
+        })?;
+        status_line(status, "U")?;
+        // SAFETY: descriptor handed to us by the parent, owned by nobody else.
+        let mut sync = unsafe { File::from_raw_fd(SYNC_FD) };
+        let mut byte = [0u8; 1];
+        if sync.read(&mut byte)? != 1 {
+            bail!("the parent did not finish the user namespace set-up");
+        }
+        let mut flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC;
+        if profile.network == Network::None {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
+        unshare(flags).map_err(|e| anyhow!("cannot create the session's namespaces: {e}"))?;
+    } else {
+        // SAFETY: the unused sync pipe was passed to us; nothing else refers to it.
+        unsafe { libc::close(SYNC_FD) };
+    }
+    // The holder proper is a child: only children enter the new PID namespace.
+    // SAFETY: this process is single-threaded (no thread was ever spawned).
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Parent { child } => status_line(status, &format!("P{}", child.as_raw())),
+        ForkResult::Child => {
+            let code = match init(args, &profile, jailed, status) {
+                Ok(()) => 0,
+                Err(e) => {
+                    report_error(status, &e);
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Builds the jail around this process and serves execs until killed.
+fn init(
+    args: &HolderArgs,
+    profile: &Profile,
+    jailed: bool,
+    status: &mut Option<File>,
+) -> Result<()> {
+    // SAFETY: the listening socket was passed by the parent and is owned by nobody else.
+    let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };
+    let limits = rlimits::plan(&profile.limits);
+    if jailed {
+        build_jail(args, profile)?;
+    } else {
+        // Without a PID namespace, orphans of the session must still come back
+        // to us, so that `end` finds and kills them.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    // Not dumpable: jailed code running as the same uid cannot open
+    // /proc/1/fd (our control socket) or ptrace us.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"ds-holder".as_ptr(), 0, 0, 0);
+    }
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().context("block SIGCHLD")?;
+    let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    status_line(status, "R")?;
+    // Closing our end lets the parent see EOF.
+    *status = None;
+    serve(&listener, &sigchld, &limits)
+}
+
+fn build_jail(args: &HolderArgs, profile: &Profile) -> Result<()> {
+    let sessions_root = args
+        .session_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| args.session_dir.clone());
+    let spec = mounts::RootfsSpec {
+        new_root: args.session_dir.join("root"),
+        work_dir: args.work_dir.clone(),
+        work_dir_writable: profile.filesystem.work_dir == crate::profile::Access::ReadWrite,
+        tmp_source: args.session_dir.join("tmp"),
+        home_source: args.session_dir.join("home"),
+        home_target: args.home_target.clone(),
+        hidden: vec![sessions_root],
+        extra_read_only: profile.filesystem.read_only.clone(),
+        extra_read_write: profile.filesystem.read_write.clone(),
+        masked: profile.filesystem.masked.clone(),
+        host_network: profile.network == Network::Host,
+    };
+    let steps = mounts::plan(&spec, &mounts::RealHost).map_err(|e| anyhow!(e))?;
+    let filter = super::seccomp::build_filter()?;
+    mounts::apply(&steps).map_err(|e| anyhow!("cannot build the jail's filesystem: {e}"))?;
+    if profile.network == Network::None {
+        super::net::loopback_up().context("cannot bring up loopback")?;
+    }
+    nix::unistd::sethostname(&profile.hostname).context("sethostname")?;
+    super::caps::drop_all().context("cannot drop capabilities")?;
+    super::seccomp::install(&filter).context("cannot install the seccomp filter")?;
+    Ok(())
+}
+
+/// Accepts exec connections and reaps orphans, forever.
+fn serve(
+    listener: &UnixListener,
+    sigchld: &SignalFd,
+    limits: &[rlimits::RlimitStep],
+) -> Result<()> {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigchld.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("poll: {e}"),
+        }
+        if fds[1].any().unwrap_or(false) {
+            while let Ok(Some(_)) = sigchld.read_signal() {}
+            reap_all();
+        }
+        if fds[0].any().unwrap_or(false) {
+            let Ok((conn, _)) = listener.accept() else {
+                continue;
+            };
+            // SAFETY: the holder is single-threaded, so the child may run
+            // ordinary Rust code (the worker) after fork.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => worker::run(conn, sigchld, limits),
+                Ok(ForkResult::Parent { .. }) => drop(conn),
+                Err(_) => drop(conn),
+            }
+        }
+    }
+}
+
+fn reap_all() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The jail: everything that isolates a session from the host.
+//!
+//! One file per concern, after nsjail and youki: [`userns`] (id maps),
+//! [`mounts`] (root filesystem, planned as data then applied), [`net`]
+//! (loopback), [`caps`] and [`seccomp`] (privileges), [`rlimits`], the
+//! [`holder`] process that owns a session's namespaces, and the per-exec
+//! [`worker`] it forks. [`protocol`] is the channel between `exec` and the
+//! worker. All unsafe code of the program lives in this module tree.
+//!
+//! The rest of the program uses only [`start`], [`connect`], [`spawn`] and
+//! [`stop`]: no other path runs a user command.
+
+pub mod caps;
+pub mod holder;
+pub mod mounts;
+pub mod net;
+pub mod procfs;
+pub mod protocol;
+pub mod rlimits;
+pub mod seccomp;
+pub mod userns;
+pub mod worker;
+
+use crate::profile::{Isolation, Profile};
+use crate::store::{HolderRecord, SessionDir};
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use protocol::{Exit, SpawnRequest, WorkerEvent};
+
+/// Where `$HOME` is inside a jail.
+pub const JAIL_HOME: &str = "/home/user";
+
+/// What to do when user namespaces are unavailable, shown with every such failure.
+pub const USERNS_HELP: &str = "delta-sessions needs unprivileged user namespaces to build its jail. \
+Enable them (sysctl -w kernel.unprivileged_userns_clone=1 on Debian, \
+sysctl -w user.max_user_namespaces=15000 where it is 0; on Ubuntu 23.10+ \
+sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for delta-sessions), \
+run `delta-sessions doctor` to check, or start with `--profile unconfined` to run without a jail on purpose";
+
+/// How long start waits for the holder before giving up.
+const HOLDER_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `$HOME` a session's commands see.
+pub fn home_for(session: &SessionDir, profile: &Profile) -> PathBuf {
+    match profile.isolation {
+        Isolation::Jail => PathBuf::from(JAIL_HOME),
+        Isolation::None => session.home_dir(),
+    }
+}
+
+/// The `/tmp` a session's commands see (`TMPDIR`).
+pub fn tmp_for(session: &SessionDir, profile: &Profile) -> PathBuf {
+    match profile.isolation {
+        Isolation::Jail => PathBuf::from("/tmp"),
+        Isolation::None => session.tmp_dir(),
+    }
+}
+
+/// Builds the jail of a session and starts its holder. Fails, and leaves no
+/// process behind, if any layer of the jail cannot be built.
+pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result<HolderRecord> {
+    let jailed = profile.isolation == Isolation::Jail;
+    let socket_path = session.dir.join(session.socket_name());
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = bind_listener(session)?;
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(session.holder_log_path())
+        .context("cannot open holder.log")?;
+
+    let fds: [(RawFd, RawFd); 3] = [
+        (listener.as_raw_fd(), holder::LISTEN_FD),
+        (status_w.as_raw_fd(), holder::STATUS_FD),
+        (sync_r.as_raw_fd(), holder::SYNC_FD),
+    ];
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("__holder")
+        .arg(&session.dir)
+        .arg(work_dir)
+        .arg(home_for(session, profile))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: the closure runs between fork and exec and calls only dup2 and
+    // fcntl (async-signal-safe). Sources are parked above the target range
+    // first so that placing one never clobbers another.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut parked = [0; 3];
+            for (i, (src, _)) in fds.iter().enumerate() {
+                parked[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 16);
+                if parked[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, dst)) in fds.iter().enumerate() {
+                if libc::dup2(parked[i], *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the session holder")?;
+    drop(status_w);
+    drop(sync_r);
+    drop(listener);
+
+    let result = handshake(child.id() as i32, jailed, status_r, sync_w);
+    // The first stage exits right after forking the holder proper.
+    let _ = child.wait();
+    let pid = match result {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(e);
+        }
+    };
+    let start_time = procfs::start_time(pid).context("the holder vanished right after start")?;
+    Ok(HolderRecord {
+        pid,
+        start_time,
+        jailed,
+    })
+}
+
+fn bind_listener(session: &SessionDir) -> Result<UnixListener> {
+    let path = session.dir.join(session.socket_name());
+    let listener = if path.as_os_str().len() < 100 {
+        UnixListener::bind(&path)
+    } else {
+        // sockaddr_un holds ~108 bytes; reach a deep session dir through /proc.
+        let dir = File::open(&session.dir)?;
+        UnixListener::bind(format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            session.socket_name()
+        ))
+    };
+    listener.with_context(|| format!("cannot create the control socket {}", path.display()))
+}
+
+/// Follows the holder's start-up lines; returns the holder's host pid once ready.
+fn handshake(first_stage: i32, jailed: bool, status_r: OwnedFd, sync_w: OwnedFd) -> Result<i32> {
+    let deadline = Instant::now() + HOLDER_START_TIMEOUT;
+    let status_fd = status_r.as_raw_fd();
+    let mut reader = BufReader::new(File::from(status_r));
+    let mut sync = Some(File::from(sync_w));
+    let mut holder_pid = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: status_fd stays open as long as `reader` lives.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(status_fd) };
+        let mut pfd = [PollFd::new(borrowed.as_fd(), PollFlags::POLLIN)];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        if reader.buffer().is_empty() && poll(&mut pfd, ms).unwrap_or(0) == 0 {
+            bail!(
+                "the session holder did not start within {:?}",
+                HOLDER_START_TIMEOUT
+            );
+        }
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("the session holder exited during start-up (see holder.log in the session directory)");
+        }
+        let line = line.trim_end();
+        match line.split_at(line.len().min(1)) {
+            ("U", _) if jailed => {
+                let (uid, gid) = userns::plan_maps(
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                );
+                userns::write_maps(first_stage, uid, gid).map_err(|e| {
+                    anyhow!("cannot map ids into the session's user namespace: {e}. {USERNS_HELP}")
+                })?;
+                let mut s = sync.take().context("duplicate handshake line")?;
+                s.write_all(b"G")?;
+            }
+            ("P", pid) => holder_pid = Some(pid.parse::<i32>().context("bad holder pid")?),
+            ("R", _) => return holder_pid.context("holder ready before reporting its pid"),
+            ("E", why) => bail!("cannot build the session's jail: {why}"),
+            _ => bail!("unexpected start-up message from the holder: {line:?}"),
+        }
+    }
+}
+
+/// Connects to a session's holder. `Ok(None)` means the holder is gone (host
+/// reboot, OOM kill) and the jail must be rebuilt.
+pub fn connect(session: &SessionDir) -> Result<Option<UnixStream>> {
+    let path = session.dir.join(session.socket_name());
+    let result = if path.as_os_str().len() < 100 {
+        UnixStream::connect(&path)
+    } else {
+        let dir = File::open(&session.dir)?;
+        UnixStream::connect(format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            session.socket_name()
+        ))
+    };
+    match result {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(anyhow!(e)).context("cannot reach the session's holder"),
+    }
+}
+
+/// Sends a request; `fds` become fds 0, 1, 2, … of the command.
+pub fn spawn(conn: &UnixStream, req: &SpawnRequest, fds: &[RawFd]) -> Result<()> {
+    let body = serde_json::to_vec(req)?;
+    protocol::send_frame(conn, &body, fds)
+        .context("cannot send the command to the session's holder")
+}
+
+/// Whether the process in `record` is still the holder we started.
+pub fn is_alive(record: &HolderRecord) -> bool {
+    procfs::start_time(record.pid).ok() == Some(record.start_time)
+}
+
+/// Kills every process of the session and its holder, and waits until they are gone.
+pub fn stop(session: &SessionDir, record: &HolderRecord) -> Result<()> {
+    let pidfd = match pidfd_open(record.pid) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()), // already gone
+    };
+    // Checked after pidfd_open, so the pidfd cannot refer to a recycled pid.
+    if !is_alive(record) {
+        return Ok(());
+    }
+    if !record.jailed {
+        // No PID namespace: kill the holder's subtree first, or its members
+        // would be orphaned to the host's init.
+        for _ in 0..1000 {
+            let pids = procfs::descendants(record.pid);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    pidfd_kill(&pidfd)?;
+    // Killing PID 1 of a namespace kills all its processes; the pidfd becomes
+    // readable once the holder, and so the whole namespace, is gone.
+    let mut pfd = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut pfd, PollTimeout::from(10_000u16));
+    let _ = std::fs::remove_file(session.dir.join(session.socket_name()));
+    Ok(())
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+fn pidfd_kill(pidfd: &OwnedFd) -> Result<()> {
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(anyhow!(err)).context("cannot kill the session holder");
+        }
+    }
+    Ok(())
+}
+
+/// Creates an anonymous in-memory file (for the command text and the state
+/// capture): nothing reaches the disk and nothing is visible in the jail's
+/// filesystem.
+pub fn memfd(name: &str) -> Result<File> {
+    let cname = std::ffi::CString::new(name)?;
+    let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+        .context("memfd_create")?;
+    Ok(File::from(fd))
+}

@@ -1,0 +1,101 @@
+//! Reading process facts from `/proc`: start times (to recognise a holder
+//! whose pid may have been reused) and process trees (to kill everything an
+//! exec or a session started, even processes that called `setsid`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+/// Fields of `/proc/PID/stat` after the parenthesised command name.
+fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat"))?;
+    Ok(text[close + 1..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn start_time(pid: i32) -> io::Result<u64> {
+    let fields = stat_fields(pid)?;
+    // Field 3 (state) is index 0 here, so field 22 is index 19.
+    fields
+        .get(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no start time in /proc stat"))
+}
+
+/// The pid -> parent pid map of every process visible in `/proc`.
+pub fn parent_map() -> HashMap<i32, i32> {
+    let mut map = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return map;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between readdir and read: skip it.
+        if let Ok(fields) = stat_fields(pid) {
+            if let Some(ppid) = fields.get(1).and_then(|f| f.parse().ok()) {
+                map.insert(pid, ppid);
+            }
+        }
+    }
+    map
+}
+
+/// Every descendant of `root` (not `root` itself), parents before children.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let map = parent_map();
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&pid, &ppid) in &map {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        if let Some(kids) = children.get(&p) {
+            for &k in kids {
+                if k != root && !out.contains(&k) {
+                    out.push(k);
+                    queue.push(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id() as i32;
+        let a = start_time(me).unwrap();
+        assert_eq!(a, start_time(me).unwrap());
+        assert!(start_time(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn finds_a_child_as_descendant() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = std::process::id() as i32;
+        assert!(descendants(me).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,185 @@
+//! The channel between `delta-sessions exec` (on the host) and the holder's
+//! per-exec worker (inside the jail): a Unix stream socket carrying
+//! length-prefixed JSON frames, with the command's file descriptors attached
+//! to the first frame (`SCM_RIGHTS`).
+//!
+//! The socket lives in the session directory, which the jail cannot see, so
+//! jailed code can neither reach nor spoof this channel.
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+/// Upper bound of one frame: a request carries argv and env, nothing bulky
+/// (the command text travels in a memfd).
+pub const MAX_FRAME: usize = 16 << 20;
+/// At most this many descriptors ride along with a request.
+pub const MAX_FDS: usize = 8;
+
+/// What to run. The descriptors attached become fds 0, 1, 2, 3, … of the command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    /// Used when `cwd` no longer exists (deleted by an earlier command).
+    pub fallback_cwd: PathBuf,
+    pub timeout_ms: u64,
+    pub kill_grace_ms: u64,
+}
+
+/// How the command's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Exit {
+    Code { code: i32 },
+    Signal { signal: i32 },
+}
+
+/// Messages from the worker back to exec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    Started { pid: i32, cwd_reset: bool },
+    Finished { exit: Exit, timed_out: bool },
+    Failed { message: String },
+}
+
+/// Sends one frame, attaching `fds` to its first byte.
+pub fn send_frame(sock: &UnixStream, body: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let len = (body.len() as u32).to_le_bytes();
+    let mut sent = 0usize;
+    let total = len.len() + body.len();
+    let mut first = true;
+    while sent < total {
+        let (a, b) = if sent < len.len() {
+            (&len[sent..], body)
+        } else {
+            (&[][..], &body[sent - len.len()..])
+        };
+        let iov = [IoSlice::new(a), IoSlice::new(b)];
+        let cmsgs = [ControlMessage::ScmRights(fds)];
+        let cmsg: &[ControlMessage] = if first && !fds.is_empty() {
+            &cmsgs
+        } else {
+            &[]
+        };
+        let n = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(io::Error::from)?;
+        first = false;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Receives one frame and the descriptors attached to it. `Ok(None)` on a clean EOF.
+pub fn recv_frame(sock: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut header = [0u8; 4];
+    let mut fds = Vec::new();
+    let mut got = 0usize;
+    // The descriptors arrive with the first bytes, so read the header with recvmsg.
+    while got < header.len() {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut header[got..])];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: the kernel just installed these descriptors in our table;
+                // nothing else owns them.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if msg.bytes == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        got += msg.bytes;
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut body = vec![0u8; len];
+    (&*sock).read_exact(&mut body)?;
+    Ok(Some((body, fds)))
+}
+
+/// Sends a JSON message with no descriptors.
+pub fn send_json<T: Serialize>(sock: &UnixStream, value: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(io::Error::other)?;
+    send_frame(sock, &body, &[])
+}
+
+/// Receives a JSON message. `Ok(None)` on EOF.
+pub fn recv_json<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    match recv_frame(sock)? {
+        None => Ok(None),
+        Some((body, fds)) => {
+            let value = serde_json::from_slice(&body)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(Some((value, fds)))
+        }
+    }
+}
+
+/// Writes all of `bytes` to a stream (used for tiny control messages).
+pub fn write_all(mut sock: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+    sock.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let req = SpawnRequest {
+            argv: vec!["bash".into()],
+            env: vec!["A=1".into()],
+            cwd: "/x".into(),
+            fallback_cwd: "/".into(),
+            timeout_ms: 5,
+            kill_grace_ms: 1,
+        };
+        let body = serde_json::to_vec(&req).unwrap();
+        send_frame(&a, &body, &[r.as_raw_fd()]).unwrap();
+        let (got, fds) = recv_json::<SpawnRequest>(&b).unwrap().unwrap();
+        assert_eq!(got.argv, req.argv);
+        assert_eq!(fds.len(), 1);
+        drop(a);
+        assert!(recv_frame(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn events_serialize_with_a_tag() {
+        let text = serde_json::to_string(&WorkerEvent::Finished {
+            exit: Exit::Code { code: 3 },
+            timed_out: false,
+        })
+        .unwrap();
+        assert!(text.contains("\"event\":\"finished\""), "{text}");
+    }
+}
