@@ -1,4 +1,194 @@
-//! `delta-sessions doctor`: what this host allows.
+//! `delta-sessions doctor`: checks what this host allows and says how to fix
+//! what is missing.
+
+use crate::jail::probe;
+use std::fs;
+
+/// One line of the report.
+struct Check {
+    name: &'static str,
+    ok: bool,
+    /// Needed for the default (jailed) profiles; a failed optional check only degrades.
+    required: bool,
+    detail: String,
+    fix: Option<String>,
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn user_namespaces() -> Check {
+    let mut fix = None;
+    if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        fix = Some(
+            "sysctl -w kernel.unprivileged_userns_clone=1 (persist it in /etc/sysctl.d/)".into(),
+        );
+    }
+    if read_trim("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        fix = Some("sysctl -w user.max_user_namespaces=15000".into());
+    }
+    let apparmor =
+        read_trim("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1");
+    match probe::user_namespace() {
+        Ok(()) => Check {
+            name: "user namespaces",
+            ok: true,
+            required: true,
+            detail: if apparmor {
+                "available (AppArmor restricts them for other programs)".into()
+            } else {
+                "available".into()
+            },
+            fix: None,
+        },
+        Err(e) => Check {
+            name: "user namespaces",
+            ok: false,
+            required: true,
+            detail: format!("cannot create one: {e}"),
+            fix: fix.or_else(|| {
+                apparmor.then(|| {
+                    "Ubuntu's AppArmor restricts them: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, \
+or add an AppArmor profile granting `userns` to delta-sessions"
+                        .to_string()
+                })
+            })
+            .or_else(|| Some("run inside a container or VM that allows nested user namespaces, or use --profile unconfined on purpose".into())),
+        },
+    }
+}
+
+fn seccomp() -> Check {
+    let actions = read_trim("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let ok = actions.split_whitespace().any(|a| a == "errno");
+    Check {
+        name: "seccomp",
+        ok,
+        required: true,
+        detail: if ok {
+            format!("filters available ({actions})")
+        } else {
+            "seccomp filters unavailable".into()
+        },
+        fix: (!ok).then(|| "use a kernel built with CONFIG_SECCOMP_FILTER".into()),
+    }
+}
+
+fn landlock() -> Check {
+    match probe::landlock_abi() {
+        Ok(v) => Check {
+            name: "landlock",
+            ok: true,
+            required: false,
+            detail: format!("ABI version {v}"),
+            fix: None,
+        },
+        Err(e) => Check {
+            name: "landlock",
+            ok: false,
+            required: false,
+            detail: format!("not available ({e}); the jail does not need it"),
+            fix: Some("optional: boot with lsm=...,landlock to add it".into()),
+        },
+    }
+}
+
+fn cgroups() -> Check {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    match probe::fs_magic("/sys/fs/cgroup") {
+        Ok(CGROUP2_SUPER_MAGIC) => {
+            let own = read_trim("/proc/self/cgroup").unwrap_or_default();
+            let path = own.strip_prefix("0::").unwrap_or("/");
+            let dir = format!("/sys/fs/cgroup{path}");
+            let writable =
+                nix::unistd::access(dir.as_str(), nix::unistd::AccessFlags::W_OK).is_ok();
+            Check {
+                name: "cgroups",
+                ok: true,
+                required: false,
+                detail: format!(
+                    "v2, own cgroup {path} {}",
+                    if writable {
+                        "delegated (writable)"
+                    } else {
+                        "not delegated"
+                    }
+                ),
+                fix: None,
+            }
+        }
+        Ok(_) => {
+            let controllers: Vec<String> = fs::read_dir("/sys/fs/cgroup")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Check {
+                name: "cgroups",
+                ok: true,
+                required: false,
+                detail: format!("v1 ({}); limits use rlimits", controllers.join(", ")),
+                fix: None,
+            }
+        }
+        Err(e) => Check {
+            name: "cgroups",
+            ok: false,
+            required: false,
+            detail: format!("/sys/fs/cgroup not readable ({e}); limits use rlimits only"),
+            fix: None,
+        },
+    }
+}
+
+fn pidfd() -> Check {
+    let me = std::process::id() as libc::c_long;
+    // SAFETY: pidfd_open of our own pid; the descriptor is closed right away.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, me, 0) };
+    let ok = fd >= 0;
+    if ok {
+        // SAFETY: closing the descriptor we just got.
+        unsafe { libc::close(fd as i32) };
+    }
+    Check {
+        name: "pidfd",
+        ok,
+        required: true,
+        detail: if ok {
+            "available".into()
+        } else {
+            "pidfd_open unavailable".into()
+        },
+        fix: (!ok).then(|| "use Linux 5.3 or newer".into()),
+    }
+}
+
+/// Prints the report; exit status 1 when a required check fails.
 pub fn run() -> i32 {
-    0
+    let checks = [user_namespaces(), seccomp(), pidfd(), landlock(), cgroups()];
+    let mut failed = false;
+    for c in &checks {
+        let tag = if c.ok {
+            "ok  "
+        } else if c.required {
+            "FAIL"
+        } else {
+            "warn"
+        };
+        println!("{tag} {:<16} {}", c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            println!("     {:<16} fix: {fix}", "");
+        }
+        failed |= !c.ok && c.required;
+    }
+    if failed {
+        println!("\nThe jail cannot be built here. Fix the lines marked FAIL, or start sessions with --profile unconfined on purpose.");
+        1
+    } else {
+        println!("\nThis host can run delta-sessions jails.");
+        0
+    }
 }

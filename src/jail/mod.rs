@@ -14,6 +14,7 @@ pub mod caps;
 pub mod holder;
 pub mod mounts;
 pub mod net;
+pub mod probe;
 pub mod procfs;
 pub mod protocol;
 pub mod rlimits;
