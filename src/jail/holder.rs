@@ -11,7 +11,7 @@
 //! `U` user namespace created (parent writes the id maps, then one byte on the
 //! sync pipe), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
 
-use super::{mounts, rlimits, worker};
+use super::{mounts, protocol, rlimits, worker, GoAhead};
 use crate::profile::{Isolation, Network, Profile};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -21,15 +21,15 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 /// Descriptor numbers the parent passes to the holder.
 pub const LISTEN_FD: RawFd = 3;
 pub const STATUS_FD: RawFd = 4;
-pub const SYNC_FD: RawFd = 5;
+pub const CONTROL_FD: RawFd = 5;
 
 /// Where the holder finds what it builds.
 #[derive(Debug, Clone)]
@@ -69,6 +69,7 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
     let profile: Profile =
         serde_json::from_slice(&profile_text).context("the session's profile.json is invalid")?;
     let jailed = profile.isolation == Isolation::Jail;
+    let mut premounted = Vec::new();
     // Detach from the caller's terminal and process group: Ctrl-C or the end of
     // the calling agent must not take the session down.
     let _ = nix::unistd::setsid();
@@ -81,11 +82,24 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
         })?;
         status_line(status, "U")?;
         // SAFETY: descriptor handed to us by the parent, owned by nobody else.
-        let mut sync = unsafe { File::from_raw_fd(SYNC_FD) };
-        let mut byte = [0u8; 1];
-        if sync.read(&mut byte)? != 1 {
-            bail!("the parent did not finish the user namespace set-up");
+        let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+        let (go, trees) = protocol::recv_json::<GoAhead>(&control)
+            .context("waiting for the parent's go-ahead")?
+            .context("the parent did not finish the user namespace set-up")?;
+        if trees.len() != go.mounts {
+            bail!(
+                "expected {} idmapped mounts, got {}",
+                go.mounts,
+                trees.len()
+            );
         }
+        premounted = trees;
+        // Become the mapped user: until now we still had the caller's host
+        // credentials (for root: host root), which the maps do not change.
+        let gid = nix::unistd::Gid::from_raw(go.gid);
+        let uid = nix::unistd::Uid::from_raw(go.uid);
+        nix::unistd::setresgid(gid, gid, gid).context("setresgid in the user namespace")?;
+        nix::unistd::setresuid(uid, uid, uid).context("setresuid in the user namespace")?;
         let mut flags = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
@@ -95,15 +109,15 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
         }
         unshare(flags).map_err(|e| anyhow!("cannot create the session's namespaces: {e}"))?;
     } else {
-        // SAFETY: the unused sync pipe was passed to us; nothing else refers to it.
-        unsafe { libc::close(SYNC_FD) };
+        // SAFETY: the unused control socket was passed to us; nothing else refers to it.
+        unsafe { libc::close(CONTROL_FD) };
     }
     // The holder proper is a child: only children enter the new PID namespace.
     // SAFETY: this process is single-threaded (no thread was ever spawned).
     match unsafe { fork() }.context("fork")? {
         ForkResult::Parent { child } => status_line(status, &format!("P{}", child.as_raw())),
         ForkResult::Child => {
-            let code = match init(args, &profile, jailed, status) {
+            let code = match init(args, &profile, jailed, premounted, status) {
                 Ok(()) => 0,
                 Err(e) => {
                     report_error(status, &e);
@@ -120,13 +134,14 @@ fn init(
     args: &HolderArgs,
     profile: &Profile,
     jailed: bool,
+    premounted: Vec<OwnedFd>,
     status: &mut Option<File>,
 ) -> Result<()> {
     // SAFETY: the listening socket was passed by the parent and is owned by nobody else.
     let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };
     let limits = rlimits::plan(&profile.limits);
     if jailed {
-        build_jail(args, profile)?;
+        build_jail(args, profile, premounted)?;
     } else {
         // Without a PID namespace, orphans of the session must still come back
         // to us, so that `end` finds and kills them.
@@ -151,7 +166,8 @@ fn init(
     serve(&listener, &sigchld, &limits)
 }
 
-fn build_jail(args: &HolderArgs, profile: &Profile) -> Result<()> {
+fn build_jail(args: &HolderArgs, profile: &Profile, premounted: Vec<OwnedFd>) -> Result<()> {
+    let _ = premounted;
     let sessions_root = args
         .session_dir
         .parent()

@@ -12,6 +12,7 @@
 
 pub mod caps;
 pub mod holder;
+pub mod idmap;
 pub mod mounts;
 pub mod net;
 pub mod probe;
@@ -27,7 +28,7 @@ use crate::store::{HolderRecord, SessionDir};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -75,7 +76,7 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     let _ = std::fs::remove_file(&socket_path);
     let listener = bind_listener(session)?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (control, holder_control) = UnixStream::pair()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -86,7 +87,7 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     let fds: [(RawFd, RawFd); 3] = [
         (listener.as_raw_fd(), holder::LISTEN_FD),
         (status_w.as_raw_fd(), holder::STATUS_FD),
-        (sync_r.as_raw_fd(), holder::SYNC_FD),
+        (holder_control.as_raw_fd(), holder::CONTROL_FD),
     ];
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("__holder")
@@ -119,10 +120,17 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     }
     let mut child = cmd.spawn().context("cannot start the session holder")?;
     drop(status_w);
-    drop(sync_r);
+    drop(holder_control);
     drop(listener);
 
-    let result = handshake(child.id() as i32, jailed, status_r, sync_w);
+    let result = handshake(
+        child.id() as i32,
+        session,
+        profile,
+        work_dir,
+        status_r,
+        control,
+    );
     // The first stage exits right after forking the holder proper.
     let _ = child.wait();
     let pid = match result {
@@ -156,12 +164,79 @@ fn bind_listener(session: &SessionDir) -> Result<UnixListener> {
     listener.with_context(|| format!("cannot create the control socket {}", path.display()))
 }
 
+/// The host directories that root's jails attach through idmapped mounts, in
+/// the order the parent sends them and the holder expects them.
+pub fn idmapped_sources(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![
+        work_dir.to_path_buf(),
+        session.tmp_dir(),
+        session.home_dir(),
+    ];
+    v.extend(profile.filesystem.read_write.iter().cloned());
+    v
+}
+
+/// Ids the holder takes inside its user namespace, sent with the go-ahead.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct GoAhead {
+    pub uid: u32,
+    pub gid: u32,
+    /// Number of idmapped mounts attached (in [`idmapped_sources`] order).
+    pub mounts: usize,
+}
+
+/// Writes the id maps of the holder's new user namespace and sends it the
+/// go-ahead, with the idmapped mounts when root started it.
+fn set_up_user_namespace(
+    first_stage: i32,
+    session: &SessionDir,
+    profile: &Profile,
+    work_dir: &Path,
+    control: &UnixStream,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let owner = std::fs::metadata(work_dir).map(|m| (m.uid(), m.gid()))?;
+    let (uid, gid) = userns::plan_maps(euid, egid, owner);
+    userns::write_maps(first_stage, uid, gid).map_err(|e| {
+        anyhow!("cannot map ids into the session's user namespace: {e}. {USERNS_HELP}")
+    })?;
+    let mut trees = Vec::new();
+    if userns::needs_idmapped_mounts(euid) {
+        // The private dirs must belong to the id that the work dir's owner maps to.
+        for dir in [session.tmp_dir(), session.home_dir()] {
+            nix::unistd::chown(&dir, Some(owner.0.into()), Some(owner.1.into()))?;
+        }
+        let ns = File::open(format!("/proc/{first_stage}/ns/user"))?;
+        for src in idmapped_sources(session, profile, work_dir) {
+            trees.push(idmap::detached_idmapped_mount(&src, &ns)?);
+        }
+    }
+    let go = GoAhead {
+        uid: uid.inside,
+        gid: gid.inside,
+        mounts: trees.len(),
+    };
+    let raw: Vec<RawFd> = trees.iter().map(|t| t.as_raw_fd()).collect();
+    protocol::send_frame(control, &serde_json::to_vec(&go)?, &raw)?;
+    Ok(())
+}
+
 /// Follows the holder's start-up lines; returns the holder's host pid once ready.
-fn handshake(first_stage: i32, jailed: bool, status_r: OwnedFd, sync_w: OwnedFd) -> Result<i32> {
+fn handshake(
+    first_stage: i32,
+    session: &SessionDir,
+    profile: &Profile,
+    work_dir: &Path,
+    status_r: OwnedFd,
+    control: UnixStream,
+) -> Result<i32> {
+    let jailed = profile.isolation == Isolation::Jail;
     let deadline = Instant::now() + HOLDER_START_TIMEOUT;
     let status_fd = status_r.as_raw_fd();
     let mut reader = BufReader::new(File::from(status_r));
-    let mut sync = Some(File::from(sync_w));
+    let mut control = Some(control);
     let mut holder_pid = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -183,15 +258,8 @@ fn handshake(first_stage: i32, jailed: bool, status_r: OwnedFd, sync_w: OwnedFd)
         let line = line.trim_end();
         match line.split_at(line.len().min(1)) {
             ("U", _) if jailed => {
-                let (uid, gid) = userns::plan_maps(
-                    nix::unistd::geteuid().as_raw(),
-                    nix::unistd::getegid().as_raw(),
-                );
-                userns::write_maps(first_stage, uid, gid).map_err(|e| {
-                    anyhow!("cannot map ids into the session's user namespace: {e}. {USERNS_HELP}")
-                })?;
-                let mut s = sync.take().context("duplicate handshake line")?;
-                s.write_all(b"G")?;
+                let c = control.take().context("duplicate handshake line")?;
+                set_up_user_namespace(first_stage, session, profile, work_dir, &c)?;
             }
             ("P", pid) => holder_pid = Some(pid.parse::<i32>().context("bad holder pid")?),
             ("R", _) => return holder_pid.context("holder ready before reporting its pid"),

@@ -4,6 +4,7 @@
 //! the maps, because only a process in the parent namespace may map ids other
 //! than its own.
 
+use super::idmap::ROOT_JAIL_UID;
 use std::fs;
 use std::io;
 
@@ -15,23 +16,31 @@ pub struct IdMap {
     pub count: u32,
 }
 
-/// The uid and gid maps of a session's user namespace for a caller with these ids.
+/// The uid and gid maps of a session's user namespace.
 ///
-/// Inside ids equal outside ids, so files the jail creates in the work dir belong
-/// to the caller and tools see the caller's own uid.
-pub fn plan_maps(euid: u32, egid: u32) -> (IdMap, IdMap) {
-    (
-        IdMap {
-            inside: euid,
-            outside: euid,
-            count: 1,
-        },
-        IdMap {
-            inside: egid,
-            outside: egid,
-            count: 1,
-        },
-    )
+/// A regular caller keeps its own ids inside, so files the jail creates belong
+/// to it and tools see its uid. Root's jails run as [`ROOT_JAIL_UID`] on the
+/// host and, inside, as the owner of the work dir (`dir_owner`), whose files
+/// the idmapped work dir mount then lets them write.
+pub fn plan_maps(euid: u32, egid: u32, dir_owner: (u32, u32)) -> (IdMap, IdMap) {
+    let one = |inside, outside| IdMap {
+        inside,
+        outside,
+        count: 1,
+    };
+    if euid == 0 {
+        (
+            one(dir_owner.0, ROOT_JAIL_UID),
+            one(dir_owner.1, ROOT_JAIL_UID),
+        )
+    } else {
+        (one(euid, euid), one(egid, egid))
+    }
+}
+
+/// Whether jails of this caller need idmapped mounts (see [`super::idmap`]).
+pub fn needs_idmapped_mounts(euid: u32) -> bool {
+    euid == 0
 }
 
 /// Writes the maps of process `pid`. `setgroups` is denied first: an
@@ -51,9 +60,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_keep_the_callers_ids() {
-        let (u, g) = plan_maps(1000, 100);
+    fn maps_keep_a_regular_callers_ids() {
+        let (u, g) = plan_maps(1000, 100, (0, 0));
         assert_eq!((u.inside, u.outside, u.count), (1000, 1000, 1));
         assert_eq!((g.inside, g.outside, g.count), (100, 100, 1));
+        assert!(!needs_idmapped_mounts(1000));
+    }
+
+    #[test]
+    fn root_never_maps_to_host_root() {
+        let (u, g) = plan_maps(0, 0, (0, 0));
+        assert_eq!((u.inside, u.outside), (0, ROOT_JAIL_UID));
+        assert_eq!((g.inside, g.outside), (0, ROOT_JAIL_UID));
+        let (u, _) = plan_maps(0, 0, (1000, 1000));
+        assert_eq!((u.inside, u.outside), (1000, ROOT_JAIL_UID));
+        assert!(needs_idmapped_mounts(0));
     }
 }
