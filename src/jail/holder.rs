@@ -69,7 +69,7 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
     let profile: Profile =
         serde_json::from_slice(&profile_text).context("the session's profile.json is invalid")?;
     let jailed = profile.isolation == Isolation::Jail;
-    let mut premounted = Vec::new();
+    let mut jail = None;
     // Detach from the caller's terminal and process group: Ctrl-C or the end of
     // the calling agent must not take the session down.
     let _ = nix::unistd::setsid();
@@ -83,23 +83,21 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
         status_line(status, "U")?;
         // SAFETY: descriptor handed to us by the parent, owned by nobody else.
         let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-        let (go, trees) = protocol::recv_json::<GoAhead>(&control)
+        let (go, premounted) = protocol::recv_json::<GoAhead>(&control)
             .context("waiting for the parent's go-ahead")?
             .context("the parent did not finish the user namespace set-up")?;
-        if trees.len() != go.mounts {
+        if premounted.len() != go.mounts {
             bail!(
                 "expected {} idmapped mounts, got {}",
                 go.mounts,
-                trees.len()
+                premounted.len()
             );
         }
-        premounted = trees;
-        // Become the mapped user: until now we still had the caller's host
-        // credentials (for root: host root), which the maps do not change.
-        let gid = nix::unistd::Gid::from_raw(go.gid);
-        let uid = nix::unistd::Uid::from_raw(go.uid);
-        nix::unistd::setresgid(gid, gid, gid).context("setresgid in the user namespace")?;
-        nix::unistd::setresuid(uid, uid, uid).context("setresuid in the user namespace")?;
+        let plan = mounts::plan(
+            &rootfs_spec(args, &profile, go.mounts > 0),
+            &mounts::RealHost,
+        )
+        .map_err(|e| anyhow!(e))?;
         let mut flags = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
@@ -108,6 +106,22 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
             flags |= CloneFlags::CLONE_NEWNET;
         }
         unshare(flags).map_err(|e| anyhow!("cannot create the session's namespaces: {e}"))?;
+        mounts::make_private()?;
+        // Opened now, in the new mount namespace (a bind may only copy mounts
+        // of its own namespace) and with the caller's host credentials (root's
+        // sessions directory is closed to the jail's user).
+        let sources = mounts::open_sources(&plan)?;
+        // Become the mapped user: until now we still had the caller's host
+        // credentials (for root: host root), which the maps do not change.
+        let gid = nix::unistd::Gid::from_raw(go.gid);
+        let uid = nix::unistd::Uid::from_raw(go.uid);
+        nix::unistd::setresgid(gid, gid, gid).context("setresgid in the user namespace")?;
+        nix::unistd::setresuid(uid, uid, uid).context("setresuid in the user namespace")?;
+        jail = Some(JailParts {
+            plan,
+            sources,
+            premounted,
+        });
     } else {
         // SAFETY: the unused control socket was passed to us; nothing else refers to it.
         unsafe { libc::close(CONTROL_FD) };
@@ -117,7 +131,7 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
     match unsafe { fork() }.context("fork")? {
         ForkResult::Parent { child } => status_line(status, &format!("P{}", child.as_raw())),
         ForkResult::Child => {
-            let code = match init(args, &profile, jailed, premounted, status) {
+            let code = match init(&profile, jail, status) {
                 Ok(()) => 0,
                 Err(e) => {
                     report_error(status, &e);
@@ -129,24 +143,48 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
     }
 }
 
-/// Builds the jail around this process and serves execs until killed.
-fn init(
-    args: &HolderArgs,
-    profile: &Profile,
-    jailed: bool,
+/// What the holder builds its jail from, gathered before it gave up its
+/// host credentials.
+struct JailParts {
+    plan: mounts::Plan,
+    sources: Vec<OwnedFd>,
     premounted: Vec<OwnedFd>,
-    status: &mut Option<File>,
-) -> Result<()> {
+}
+
+fn rootfs_spec(args: &HolderArgs, profile: &Profile, premounted: bool) -> mounts::RootfsSpec {
+    let sessions_root = args
+        .session_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| args.session_dir.clone());
+    mounts::RootfsSpec {
+        work_dir: args.work_dir.clone(),
+        work_dir_writable: profile.filesystem.work_dir == crate::profile::Access::ReadWrite,
+        tmp_source: args.session_dir.join("tmp"),
+        home_source: args.session_dir.join("home"),
+        home_target: args.home_target.clone(),
+        hidden: vec![sessions_root],
+        extra_read_only: profile.filesystem.read_only.clone(),
+        extra_read_write: profile.filesystem.read_write.clone(),
+        masked: profile.filesystem.masked.clone(),
+        host_network: profile.network == Network::Host,
+        premounted,
+    }
+}
+
+/// Builds the jail around this process and serves execs until killed.
+fn init(profile: &Profile, jail: Option<JailParts>, status: &mut Option<File>) -> Result<()> {
     // SAFETY: the listening socket was passed by the parent and is owned by nobody else.
     let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };
     let limits = rlimits::plan(&profile.limits);
-    if jailed {
-        build_jail(args, profile, premounted)?;
-    } else {
-        // Without a PID namespace, orphans of the session must still come back
-        // to us, so that `end` finds and kills them.
-        // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    match jail {
+        Some(parts) => build_jail(profile, parts)?,
+        None => {
+            // Without a PID namespace, orphans of the session must still come
+            // back to us, so that `end` finds and kills them.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
     }
     // Not dumpable: jailed code running as the same uid cannot open
     // /proc/1/fd (our control socket) or ptrace us.
@@ -166,29 +204,13 @@ fn init(
     serve(&listener, &sigchld, &limits)
 }
 
-fn build_jail(args: &HolderArgs, profile: &Profile, premounted: Vec<OwnedFd>) -> Result<()> {
-    let _ = premounted;
-    let sessions_root = args
-        .session_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| args.session_dir.clone());
-    let spec = mounts::RootfsSpec {
-        new_root: args.session_dir.join("root"),
-        work_dir: args.work_dir.clone(),
-        work_dir_writable: profile.filesystem.work_dir == crate::profile::Access::ReadWrite,
-        tmp_source: args.session_dir.join("tmp"),
-        home_source: args.session_dir.join("home"),
-        home_target: args.home_target.clone(),
-        hidden: vec![sessions_root],
-        extra_read_only: profile.filesystem.read_only.clone(),
-        extra_read_write: profile.filesystem.read_write.clone(),
-        masked: profile.filesystem.masked.clone(),
-        host_network: profile.network == Network::Host,
-    };
-    let steps = mounts::plan(&spec, &mounts::RealHost).map_err(|e| anyhow!(e))?;
+/// Runs as PID 1 of the new PID namespace (the session's `/proc` needs it).
+fn build_jail(profile: &Profile, parts: JailParts) -> Result<()> {
     let filter = super::seccomp::build_filter()?;
-    mounts::apply(&steps).map_err(|e| anyhow!("cannot build the jail's filesystem: {e}"))?;
+    mounts::build(&parts.plan, &parts.sources, &parts.premounted)
+        .map_err(|e| anyhow!("cannot build the jail's filesystem: {e}"))?;
+    // The host paths they refer to must not stay reachable from the jail.
+    drop(parts);
     if profile.network == Network::None {
         super::net::loopback_up().context("cannot bring up loopback")?;
     }

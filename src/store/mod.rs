@@ -5,7 +5,6 @@
 //! .sessions/sess_0123456789ab/
 //!   metadata.json  state.json  profile.json  history.log
 //!   tmp/ home/     the session's private /tmp and $HOME
-//!   root/          mount point of the jail's root (empty on the host)
 //!   holder.sock    the holder's control socket (never visible in the jail)
 //!   exec.lock      serializes execs;  meta.lock  guards metadata updates
 //! ```
@@ -86,7 +85,7 @@ impl Store {
             let session = self.session(&id);
             match fs::DirBuilder::new().mode(0o700).create(&session.dir) {
                 Ok(()) => {
-                    for sub in ["tmp", "home", "root"] {
+                    for sub in ["tmp", "home"] {
                         fs::DirBuilder::new()
                             .mode(0o700)
                             .create(session.dir.join(sub))

@@ -1,0 +1,8 @@
+//! The jail's root filesystem: planned as data ([`plan`]), applied in one
+//! place ([`apply`]).
+
+pub mod apply;
+pub mod plan;
+
+pub use apply::{build, make_private, open_sources};
+pub use plan::{plan, Plan, RealHost, RootfsSpec};
