@@ -38,14 +38,16 @@ struct MountAttr {
 
 /// A detached copy of the mount at `path`, idmapped through `userns`.
 pub fn detached_idmapped_mount(path: &Path, userns: &File) -> io::Result<OwnedFd> {
-    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: open_tree reads the C string and returns a new descriptor.
+    // Jailed code can change what lies under the work dir: a symlink it
+    // planted must not redirect this mount when the jail is rebuilt.
+    let dir = super::mounts::apply::open_path(path, false)?;
+    // SAFETY: open_tree on a descriptor we hold, with an empty path; returns a new descriptor.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as libc::c_uint | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if fd < 0 {

@@ -1,0 +1,327 @@
+//! The escape suite: what an agent's command tries in order to get out of
+//! its jail, each checked from the host. Runs as root and, through
+//! scripts/test-unprivileged.sh, as an unprivileged user.
+//!
+//! Each test was checked once by hand to fail with its protection removed
+//! (see the closing notes of issue 3 and docs/security.md).
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs `script` in a fresh default session of `sb`; returns (stdout, stderr, exit_code).
+fn jailed(sb: &Sandbox, script: &str) -> (String, String, i64) {
+    let id = sb.start(&[]);
+    run_in(sb, &id, script)
+}
+
+fn run_in(sb: &Sandbox, id: &str, script: &str) -> (String, String, i64) {
+    let v = sb.exec(id, script);
+    (
+        v["stdout"].as_str().unwrap().to_string(),
+        v["stderr"].as_str().unwrap().to_string(),
+        v["exit_code"].as_i64().unwrap(),
+    )
+}
+
+/// A token nobody could guess, to plant in files.
+fn token(tag: &str) -> String {
+    format!("ds-{tag}-{}", unique_sleep_arg().replace('.', "-"))
+}
+
+#[test]
+fn a_secret_outside_the_work_dir_cannot_be_read() {
+    let sb = Sandbox::new();
+    let outside = sb.work.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = outside.join("secret.txt");
+    let value = token("secret");
+    std::fs::write(&secret, &value).unwrap();
+    let (out, _, code) = jailed(
+        &sb,
+        &format!(
+            "cat {0}; ls {1}; echo done",
+            secret.display(),
+            outside.display()
+        ),
+    );
+    assert!(!out.contains(&value), "secret leaked: {out}");
+    assert!(
+        !out.contains("secret.txt"),
+        "directory listing leaked: {out}"
+    );
+    assert_eq!(code, 0);
+    assert!(out.ends_with("done\n"));
+}
+
+#[test]
+fn nothing_outside_the_work_dir_can_be_written() {
+    let sb = Sandbox::new();
+    let outside = sb.work.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let name = token("written");
+    let targets = [
+        outside.join(&name),
+        Path::new("/usr").join(&name),
+        Path::new("/etc").join(&name),
+        Path::new("/").join(&name),
+        Path::new("/usr/bin").join(&name),
+    ];
+    let mut script = String::new();
+    for t in &targets {
+        script.push_str(&format!(
+            "mkdir -p {0} 2>/dev/null; echo x > {1} 2>/dev/null && echo WROTE {1}\n",
+            t.parent().unwrap().display(),
+            t.display()
+        ));
+    }
+    script.push_str("echo inside > ok.txt\n");
+    let (out, _, _) = jailed(&sb, &script);
+    // The outside dir may lie under the host's /tmp, and the jail has a
+    // private, writable /tmp: there the write may succeed, but in the jail only.
+    for t in &targets[1..] {
+        assert!(!out.contains(&format!("WROTE {}", t.display())), "{out}");
+    }
+    for t in &targets {
+        assert!(!t.exists(), "{} was created on the host", t.display());
+    }
+    // The control: the same kind of write inside the work dir reaches the host.
+    assert_eq!(
+        std::fs::read_to_string(sb.work.join("ok.txt")).unwrap(),
+        "inside\n"
+    );
+}
+
+#[test]
+fn system_directories_are_read_only() {
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        "for d in / /usr /etc /bin /opt /dev /proc/sys; do touch $d/ds-probe 2>/dev/null && echo WROTE $d; done; echo end",
+    );
+    assert_eq!(out, "end\n");
+}
+
+#[test]
+fn etc_shadow_and_ssh_host_keys_are_masked() {
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        "wc -c < /etc/shadow; wc -c < /etc/gshadow; for k in /etc/ssh/ssh_host_*; do [ -e \"$k\" ] && echo \"$k $(wc -c < $k)\"; done; true",
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("0"), "/etc/shadow is readable: {out}");
+    if Path::new("/etc/gshadow").exists() {
+        assert_eq!(lines.next(), Some("0"), "/etc/gshadow is readable: {out}");
+    }
+    for line in lines {
+        assert!(line.ends_with(" 0"), "an ssh host key is readable: {line}");
+    }
+}
+
+#[test]
+fn host_tmp_home_and_root_are_not_visible() {
+    let sb = Sandbox::new();
+    let name = token("hosttmp");
+    let planted = std::env::temp_dir().join(&name);
+    std::fs::write(&planted, "host").unwrap();
+    let (out, _, _) = jailed(
+        &sb,
+        &format!("ls -A /tmp; echo --; ls -A /home; echo --; ls -A /root 2>&1; echo --; ls -A /run /var 2>&1; echo --; cat /tmp/{name} 2>&1"),
+    );
+    let _ = std::fs::remove_file(&planted);
+    assert!(
+        !out.contains(&format!("{name}\n")) && !out.contains("host\n"),
+        "host /tmp visible: {out}"
+    );
+    let sections: Vec<&str> = out.split("--\n").collect();
+    assert_eq!(
+        sections[1], "user\n",
+        "only the session's home is in /home: {out}"
+    );
+    assert!(
+        sections[2].contains("No such file"),
+        "/root is visible: {out}"
+    );
+    assert!(
+        sections[3].contains("No such file"),
+        "/run or /var is visible: {out}"
+    );
+}
+
+#[test]
+fn the_sessions_dir_cannot_be_read_or_overwritten() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let (out, _, _) = run_in(
+        &sb,
+        &id,
+        &format!(
+            "cat {0}/{id}/metadata.json; ls -A {0}; echo '{{}}' > {0}/{id}/metadata.json && echo WROTE; \
+             rm -rf {0}/{id} 2>/dev/null; ls -A .sessions; echo end",
+            sb.sessions.display()
+        ),
+    );
+    assert_eq!(out, "end\n", "the sessions dir leaked: {out}");
+    let meta = sb.metadata(&id);
+    assert_eq!(
+        meta["session_id"],
+        id.as_str(),
+        "metadata.json was overwritten: {meta}"
+    );
+    // The session is still usable after the attempts.
+    assert_eq!(run_in(&sb, &id, "echo alive").0, "alive\n");
+}
+
+#[test]
+fn the_hosts_loopback_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        &format!("(echo hello > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo CONNECTED; ip -o link 2>/dev/null | wc -l; echo end"),
+    );
+    assert!(
+        !out.contains("CONNECTED"),
+        "the jail reached the host's 127.0.0.1: {out}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+}
+
+#[test]
+fn host_processes_can_be_neither_seen_nor_killed() {
+    let marker = unique_sleep_arg();
+    let mut host = std::process::Command::new("sleep")
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let host_pid = host.id();
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        &format!(
+            "grep -l -a {marker} /proc/[0-9]*/cmdline 2>/dev/null; kill -9 {host_pid} 2>/dev/null && echo KILLED; \
+             ls /proc | grep -c '^[0-9]'"
+        ),
+    );
+    let alive = host.try_wait().unwrap().is_none();
+    let _ = host.kill();
+    let _ = host.wait();
+    assert!(alive, "a host process was killed from the jail");
+    assert!(!out.contains("cmdline"), "a host process is visible: {out}");
+    assert!(!out.contains("KILLED"), "{out}");
+    let visible: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(visible < 10, "the jail sees {visible} processes: {out}");
+}
+
+#[test]
+fn mount_and_new_namespaces_are_denied() {
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        "mkdir -p m; mount -t tmpfs none m 2>/dev/null && echo MOUNTED; \
+         unshare -U true 2>/dev/null && echo USERNS; unshare -r true 2>/dev/null && echo USERNS_ROOT; \
+         unshare -m true 2>/dev/null && echo MNTNS; \
+         umount /usr 2>/dev/null && echo UMOUNTED; echo end",
+    );
+    assert_eq!(out, "end\n");
+}
+
+#[test]
+fn ptrace_is_denied() {
+    if !have_program("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let sb = Sandbox::new();
+    // PTRACE_ATTACH (16) to the holder (PID 1) and to a child of our own.
+    let (out, err, _) = jailed(
+        &sb,
+        "sleep 30 & python3 -c '
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in (1, int(sys.argv[1])):
+    print(pid == 1 and \"holder\" or \"child\", libc.ptrace(16, pid, 0, 0))
+' $!; kill %1",
+    );
+    assert_eq!(out, "holder -1\nchild -1\n", "stderr: {err}");
+}
+
+#[test]
+fn privileges_are_dropped() {
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
+    for line in out.lines() {
+        let (key, value) = line.split_once(':').unwrap();
+        let value = value.trim();
+        match key {
+            "NoNewPrivs" => assert_eq!(value, "1"),
+            "Seccomp" => assert_eq!(value, "2"),
+            _ => assert_eq!(value, "0000000000000000", "{key} is not empty"),
+        }
+    }
+    assert_eq!(out.lines().count(), 7, "{out}");
+}
+
+#[test]
+fn a_root_started_jail_does_not_run_as_host_root() {
+    if !is_root() {
+        eprintln!("skipped: only meaningful when root starts the session");
+        return;
+    }
+    let sb = Sandbox::new();
+    let marker = unique_sleep_arg();
+    let (_, _, code) = jailed(&sb, &format!("sleep {marker} & true"));
+    assert_eq!(code, 0);
+    let mut uids = Vec::new();
+    let found = wait_until(Duration::from_secs(5), || {
+        uids = procs_with_marker(&marker)
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(str::to_string)
+            })
+            .collect();
+        !uids.is_empty()
+    });
+    assert!(found, "the jailed sleep was not found on the host");
+    for line in &uids {
+        assert!(
+            line.split_whitespace().skip(1).all(|u| u != "0"),
+            "a jailed process runs as host root: {line}"
+        );
+    }
+}
+
+#[test]
+fn files_written_in_the_work_dir_belong_to_its_owner() {
+    let sb = Sandbox::new();
+    let (_, _, code) = jailed(&sb, "echo data > made.txt; mkdir made.d");
+    assert_eq!(code, 0);
+    use std::os::unix::fs::MetadataExt;
+    let dir_owner = std::fs::metadata(&sb.work).unwrap().uid();
+    for name in ["made.txt", "made.d"] {
+        let mut f = std::fs::File::open(sb.work.join(name)).unwrap();
+        let owner = f.metadata().unwrap().uid();
+        assert_eq!(owner, dir_owner, "{name} belongs to {owner}");
+        if name == "made.txt" {
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            assert_eq!(s, "data\n");
+        }
+    }
+}
