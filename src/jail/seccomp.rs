@@ -97,7 +97,7 @@ const TTY_INJECTION: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 /// architectures since the unified syscall table, so 467 is it on x86_64 and aarch64 alike.
 const SYS_OPEN_TREE_ATTR: c_long = 467;
 
-/// The deny-list. Each group is explained in `docs/seccomp-notes.md`.
+/// The deny-list. Each group is explained in `docs/security.md`.
 pub const DENY_LIST: &[Denied] = &[
     // Mounts and root changes: the jail's file-system view must stay as built.
     deny("mount", libc::SYS_mount),
