@@ -5,6 +5,7 @@
 //! until the command's main process exits, then save the new state,
 //! metadata and history line.
 
+pub mod bash_export;
 pub mod input;
 pub mod output;
 pub mod shell;
@@ -87,6 +88,9 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     let run = launch(
         &conn, &session, &profile, &meta, &state, kind, &command, timeout,
     )?;
+    // Counted as soon as the command runs, so that this write overlaps with
+    // the command instead of adding to the exec's latency.
+    let started_at = count_exec(&session)?;
     let collected = collect(&conn, run.stdout, run.stderr, &profile, &opts, timeout)?;
     let elapsed = started.elapsed();
 
@@ -121,8 +125,9 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     if new_state != state {
         session.write_state(&new_state)?;
     }
-    record_exec(
+    record_history(
         &session,
+        started_at,
         &command,
         exit_code,
         elapsed,
@@ -228,7 +233,7 @@ fn launch(
         }
         ShellKind::Bash | ShellKind::Posix => {
             let wrapper = if kind == ShellKind::Bash {
-                shell::bash_wrapper()
+                shell::BASH_WRAPPER
             } else {
                 shell::POSIX_WRAPPER
             };
@@ -425,8 +430,21 @@ fn drain(fd: &OwnedFd, buf: &mut [u8], sink: &mut Sink) -> bool {
 }
 
 /// Counts the exec in metadata.json and appends its history line.
-fn record_exec(
+/// Bumps `execution_count` and `last_executed_at`; returns the timestamp.
+fn count_exec(session: &SessionDir) -> Result<String> {
+    let now = timefmt::now_rfc3339();
+    let _meta_lock = session.lock_metadata()?;
+    let mut meta = session.read_metadata()?;
+    meta.execution_count += 1;
+    meta.last_executed_at = Some(now.clone());
+    session.write_metadata(&meta)?;
+    Ok(now)
+}
+
+/// Appends the exec's line to history.log (never rewritten).
+fn record_history(
     session: &SessionDir,
+    started_at: String,
     command: &str,
     exit_code: i32,
     elapsed: Duration,
@@ -434,21 +452,13 @@ fn record_exec(
     timed_out: bool,
 ) -> Result<()> {
     const MAX_HISTORY_COMMAND: usize = 64 * 1024;
-    let now = timefmt::now_rfc3339();
-    {
-        let _meta_lock = session.lock_metadata()?;
-        let mut meta = session.read_metadata()?;
-        meta.execution_count += 1;
-        meta.last_executed_at = Some(now.clone());
-        session.write_metadata(&meta)?;
-    }
     let truncated = command.len() > MAX_HISTORY_COMMAND;
     let mut cut = command.len().min(MAX_HISTORY_COMMAND);
     while !command.is_char_boundary(cut) {
         cut -= 1;
     }
     session.append_history(&HistoryEntry {
-        timestamp: now,
+        timestamp: started_at,
         command: command[..cut].to_string(),
         command_truncated: truncated,
         exit_code,

@@ -15,7 +15,6 @@
 use crate::store::ShellState;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// How the session's command is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,37 +41,21 @@ impl ShellKind {
 
 const END_MARK: &str = "DS1-END";
 
-/// The `-c` script of a bash session.
-pub fn bash_wrapper() -> &'static str {
-    static SCRIPT: OnceLock<String> = OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        // Every variable name starts with one of these; `${!X@}` lists the
-        // names with prefix X without forking a subshell.
-        let prefixes: String = ('A'..='Z')
-            .chain('a'..='z')
-            .chain(['_'])
-            .map(|c| format!("${{!{c}@}} "))
-            .collect();
-        format!(
-            r#"shopt -s expand_aliases
+/// The `-c` script of a bash session. `export -p` lists the environment in
+/// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
+pub const BASH_WRAPPER: &str = r#"shopt -s expand_aliases
 . /dev/fd/5
 exec 5<&-
 . /dev/fd/4 3>&-
 __ds_rc=$?
-{{
+{
 printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
 declare -f; printf '\0'
 alias -p; printf '\0'
-for __ds_n in {prefixes}; do
-[[ ${{!__ds_n@a}} == *x* ]] && printf '%s=%s\0' "$__ds_n" "${{!__ds_n}}"
-done
-printf '{END_MARK}\0'
-}} >&3
+export -p; printf '\0DS1-END\0'
+} >&3
 exit "$__ds_rc"
-"#
-        )
-    })
-}
+"#;
 
 /// The `-c` script of other POSIX shells: the environment comes from `env -0`.
 pub const POSIX_WRAPPER: &str = r#". /dev/fd/4 3>&-
@@ -116,28 +99,25 @@ pub fn parse_report(bytes: &[u8], kind: ShellKind, env_complete: bool) -> Option
     let functions = String::from_utf8_lossy(parts.next()?).into_owned();
     let aliases = String::from_utf8_lossy(parts.next()?).into_owned();
     let mut env = BTreeMap::new();
-    let mut ended = false;
-    for item in parts {
-        if kind == ShellKind::Bash && item == END_MARK.as_bytes() {
-            ended = true;
-            break;
+    let complete = if kind == ShellKind::Bash {
+        let exported = super::bash_export::parse(parts.next()?)?;
+        if parts.next()? != END_MARK.as_bytes() {
+            return None;
         }
-        if item.is_empty() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(item);
-        let (name, value) = text.split_once('=')?;
-        if valid_name(name) && !NOT_PERSISTED.contains(&name) {
+        env.extend(exported);
+        true
+    } else {
+        for item in parts.filter(|item| !item.is_empty()) {
+            let text = String::from_utf8_lossy(item);
+            let (name, value) = text.split_once('=')?;
             env.insert(name.to_string(), value.to_string());
         }
-    }
-    let complete = match kind {
-        ShellKind::Bash => ended,
-        _ => env_complete,
+        env_complete
     };
     if !complete {
         return None;
     }
+    env.retain(|name, _| valid_name(name) && !NOT_PERSISTED.contains(&name.as_str()));
     let shell = (kind == ShellKind::Bash).then_some(ShellState { functions, aliases });
     Some(Captured {
         exit_code,
@@ -183,9 +163,7 @@ mod tests {
             "/w/sub",
             "f () \n{ \n    echo\n}",
             "alias ll='ls -l'",
-            "FOO=a=b",
-            "_=x",
-            "MULTI=l1\nl2",
+            "declare -x FOO=\"a=b\"\ndeclare -x _=\"x\"\ndeclare -x MULTI=\"l1\nl2\"\n",
             END_MARK,
         ]);
         let c = parse_report(&r, ShellKind::Bash, false).unwrap();
@@ -199,7 +177,7 @@ mod tests {
 
     #[test]
     fn incomplete_or_garbage_reports_are_rejected() {
-        let full = report(&["DS1", "0", "/w", "", "", "A=1", END_MARK]);
+        let full = report(&["DS1", "0", "/w", "", "", "declare -x A=\"1\"\n", END_MARK]);
         for cut in 0..full.len() - 1 {
             assert!(
                 parse_report(&full[..cut], ShellKind::Bash, false).is_none(),
@@ -231,8 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn wrapper_lists_every_name_prefix() {
-        let w = bash_wrapper();
-        assert!(w.contains("${!A@}") && w.contains("${!z@}") && w.contains("${!_@}"));
+    fn the_bash_wrapper_never_forks() {
+        // No command substitution, pipeline or external program in the capture.
+        let capture = &BASH_WRAPPER[BASH_WRAPPER.find("__ds_rc=$?").unwrap()..];
+        assert!(!capture.contains("$(") && !capture.contains('|') && !capture.contains("env"));
     }
 }
