@@ -29,12 +29,20 @@ impl CappedBuffer {
 
     pub fn push(&mut self, mut data: &[u8]) {
         if self.head.len() < self.head_cap {
+            // Exact reservations: doubling growth would overshoot the cap and,
+            // with 50 MB of output, hold several times the kept bytes.
+            if self.head.capacity() == 0 {
+                self.head.reserve_exact(self.head_cap);
+            }
             let take = data.len().min(self.head_cap - self.head.len());
             self.head.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
         if data.is_empty() {
             return;
+        }
+        if self.tail.capacity() < self.tail_cap {
+            self.tail.reserve_exact(self.tail_cap - self.tail.len());
         }
         if data.len() >= self.tail_cap {
             self.dropped += (self.tail.len() + data.len() - self.tail_cap) as u64;
@@ -55,7 +63,12 @@ impl CappedBuffer {
 
     /// The kept bytes, with a marker line where the middle was dropped.
     pub fn into_bytes(self) -> Vec<u8> {
-        let mut out = self.head;
+        if self.dropped == 0 && self.tail.is_empty() {
+            return self.head;
+        }
+        let mut out = Vec::with_capacity(self.head.len() + 80 + self.tail.len());
+        out.extend_from_slice(&self.head);
+        drop(self.head);
         if self.dropped > 0 {
             if !out.ends_with(b"\n") {
                 out.push(b'\n');
@@ -66,7 +79,9 @@ impl CappedBuffer {
                 self.dropped
             );
         }
-        out.extend(self.tail);
+        let (a, b) = self.tail.as_slices();
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
         out
     }
 }
