@@ -275,10 +275,11 @@ fn background_process_does_not_block_and_end_kills_it() {
     let took = t.elapsed();
     assert_eq!(v["stdout"], "started\n");
     assert!(took < Duration::from_secs(10), "exec waited {took:?}");
-    assert!(
-        !procs_with_marker(&arg).is_empty(),
-        "the background sleep runs after exec returned"
-    );
+    let pids = procs_with_marker(&arg);
+    assert!(!pids.is_empty(), "the background sleep runs after exec returned");
+    for pid in pids {
+        assert_not_in_host_pid_ns(pid);
+    }
     // It survives into the next exec.
     let v = sb.exec(&id, "echo next");
     assert_eq!(v["stdout"], "next\n");
