@@ -117,7 +117,11 @@ fn list_survives_corrupt_metadata() {
     std::fs::write(sb.sessions.join("README"), "x").unwrap();
 
     let all = list(&sb, true);
-    assert_eq!(ids_of(&all), sorted(vec![good.clone(), bad.clone()]), "{all}");
+    assert_eq!(
+        ids_of(&all),
+        sorted(vec![good.clone(), bad.clone()]),
+        "{all}"
+    );
     let eb = all
         .as_array()
         .unwrap()
@@ -159,7 +163,10 @@ fn cleanup_removes_terminated_and_corrupt_only() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(sorted(removed), sorted(vec![ended.clone(), corrupt.clone()]));
+    assert_eq!(
+        sorted(removed),
+        sorted(vec![ended.clone(), corrupt.clone()])
+    );
     assert!(!sb.session_dir(&ended).exists());
     assert!(!sb.session_dir(&corrupt).exists());
     assert!(sb.session_dir(&active).join("metadata.json").is_file());
@@ -206,7 +213,8 @@ fn end_remove_deletes_the_directory() {
     assert_eq!(r.json()["status"], "terminated");
     assert!(!sb.session_dir(&id).exists(), "directory removed");
     assert!(
-        wait_until(Duration::from_secs(5), || proc_start_time(holder.0) != Some(holder.1)),
+        wait_until(Duration::from_secs(5), || proc_start_time(holder.0)
+            != Some(holder.1)),
         "holder {} still runs",
         holder.0
     );
@@ -268,7 +276,8 @@ fn killed_exec_client_leaves_consistent_files() {
             .unwrap();
     }
     assert!(
-        wait_until(Duration::from_secs(10), || !procs_with_marker(&arg).is_empty()),
+        wait_until(Duration::from_secs(10), || !procs_with_marker(&arg)
+            .is_empty()),
         "the command started"
     );
     child.kill().unwrap(); // SIGKILL
@@ -326,7 +335,8 @@ fn killed_holder_restarts_the_jail_with_state_kept() {
     assert_json_files_parse(&sb, &id);
     // end still works on the rebuilt jail.
     assert_eq!(sb.end(&id).status, 0);
-    assert!(wait_until(Duration::from_secs(5), || proc_start_time(pid2) != Some(st2)));
+    assert!(wait_until(Duration::from_secs(5), || proc_start_time(pid2)
+        != Some(st2)));
 }
 
 #[test]
@@ -334,7 +344,8 @@ fn state_files_hold_no_caller_secrets() {
     let sb = Sandbox::new();
     let start = || {
         let mut c = sb.command();
-        c.args(["start"]).env("DS_TEST_SECRET_TOKEN", "hunter2-secret");
+        c.args(["start"])
+            .env("DS_TEST_SECRET_TOKEN", "hunter2-secret");
         run_command(c, b"")
     };
     let mut r = start();
@@ -347,7 +358,10 @@ fn state_files_hold_no_caller_secrets() {
     assert_eq!(v["stdout"], "[]\n", "caller env not copied into the jail");
     for f in ["metadata.json", "state.json", "profile.json", "history.log"] {
         let text = std::fs::read_to_string(sb.session_dir(&id).join(f)).unwrap();
-        assert!(!text.contains("hunter2-secret"), "{f} holds the caller's secret");
+        assert!(
+            !text.contains("hunter2-secret"),
+            "{f} holds the caller's secret"
+        );
     }
     assert_eq!(sb.end(&id).status, 0);
 }
@@ -391,5 +405,10 @@ fn parallel_starts_never_fail() {
         }
     });
     let f = failures.into_inner().unwrap();
-    assert!(f.is_empty(), "{} of 100 starts failed: {:?}", f.len(), f.first());
+    assert!(
+        f.is_empty(),
+        "{} of 100 starts failed: {:?}",
+        f.len(),
+        f.first()
+    );
 }

@@ -74,10 +74,7 @@ pub fn procs_with_marker(marker: &str) -> Vec<i32> {
         let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
-        let text: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
+        let text: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
         if String::from_utf8_lossy(&text).contains(marker) {
             found.push(pid);
         }
@@ -257,8 +254,14 @@ impl Run {
             self.stderr
         );
         let line = lines[0];
-        assert!(line.starts_with("Error: "), "stderr starts with `Error: `: {line:?}");
-        assert!(line.len() > "Error: ".len() + 5, "message is not empty: {line:?}");
+        assert!(
+            line.starts_with("Error: "),
+            "stderr starts with `Error: `: {line:?}"
+        );
+        assert!(
+            line.len() > "Error: ".len() + 5,
+            "message is not empty: {line:?}"
+        );
         let lower = line.to_lowercase();
         for n in needles {
             assert!(
@@ -270,13 +273,16 @@ impl Run {
     }
 }
 
+/// A holder process: (pid, start time in clock ticks).
+pub type Holder = (i32, u64);
+
 /// A fresh scratch directory with `work/` and the sessions dir `work/.sessions`.
 /// Every session started through it is ended when it is dropped.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub work: PathBuf,
     pub sessions: PathBuf,
-    started: Mutex<Vec<(String, Option<(i32, u64)>)>>,
+    started: Mutex<Vec<(String, Option<Holder>)>>,
 }
 
 impl Default for Sandbox {
@@ -343,7 +349,10 @@ impl Sandbox {
         // the holder's start-up lines can interleave. Retry once so the other
         // tests stay deterministic; that test exposes the bug.
         if r.status == 1 && is_holder_handshake_race(&r.stderr) {
-            eprintln!("warning: start hit the holder handshake race: {}", r.stderr.trim_end());
+            eprintln!(
+                "warning: start hit the holder handshake race: {}",
+                r.stderr.trim_end()
+            );
             r = self.run(&full, b"");
         }
         assert_eq!(r.status, 0, "start {args:?} failed: {r:?}");
@@ -465,7 +474,9 @@ pub fn run_command(mut c: Command, stdin: &[u8]) -> Run {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", bin()));
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", bin()));
     let mut pipe = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -490,8 +501,13 @@ pub fn pid_namespace(pid: i32) -> Option<PathBuf> {
 /// (it was started inside a jail). Unreadable namespaces (another user's
 /// process) are accepted.
 pub fn assert_not_in_host_pid_ns(pid: i32) {
-    if let (Some(theirs), Some(ours)) = (pid_namespace(pid), pid_namespace(std::process::id() as i32)) {
-        assert_ne!(theirs, ours, "process {pid} runs in the host's PID namespace (not jailed)");
+    if let (Some(theirs), Some(ours)) =
+        (pid_namespace(pid), pid_namespace(std::process::id() as i32))
+    {
+        assert_ne!(
+            theirs, ours,
+            "process {pid} runs in the host's PID namespace (not jailed)"
+        );
     }
 }
 
