@@ -284,11 +284,13 @@ fn background_process_does_not_block_and_end_kills_it() {
     let took = t.elapsed();
     assert_eq!(v["stdout"], "started\n");
     assert!(took < Duration::from_secs(10), "exec waited {took:?}");
-    let pids = procs_with_marker(&arg);
+    // The forked job may not have exec'd `sleep` yet when exec returns.
     assert!(
-        !pids.is_empty(),
+        wait_until(Duration::from_secs(5), || !procs_with_marker(&arg)
+            .is_empty()),
         "the background sleep runs after exec returned"
     );
+    let pids = procs_with_marker(&arg);
     for pid in pids {
         assert_not_in_host_pid_ns(pid);
     }

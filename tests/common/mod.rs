@@ -465,6 +465,16 @@ impl Drop for Sandbox {
                 }
             }
         }
+        // Last line of defence: any holder still running for a session of this
+        // sandbox (its command line names the session dir) is a leak.
+        let marker = format!("__holder {}/", self.sessions.display());
+        for pid in procs_with_marker(&marker) {
+            eprintln!("warning: holder {pid} ({marker}) outlived its test; killing it");
+            // SAFETY: plain kill(2) of a process that names our own temp dir.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 
