@@ -273,13 +273,16 @@ impl Run {
     }
 }
 
+/// A holder process: (pid, start time in clock ticks).
+pub type Holder = (i32, u64);
+
 /// A fresh scratch directory with `work/` and the sessions dir `work/.sessions`.
 /// Every session started through it is ended when it is dropped.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub work: PathBuf,
     pub sessions: PathBuf,
-    started: Mutex<Vec<(String, Option<(i32, u64)>)>>,
+    started: Mutex<Vec<(String, Option<Holder>)>>,
 }
 
 impl Default for Sandbox {
@@ -341,7 +344,17 @@ impl Sandbox {
     pub fn start_json(&self, args: &[&str]) -> Value {
         let mut full = vec!["start"];
         full.extend_from_slice(args);
-        let r = self.run(&full, b"");
+        let mut r = self.run(&full, b"");
+        // Known race in the binary (see contract_state::parallel_starts_never_fail):
+        // the holder's start-up lines can interleave. Retry once so the other
+        // tests stay deterministic; that test exposes the bug.
+        if r.status == 1 && is_holder_handshake_race(&r.stderr) {
+            eprintln!(
+                "warning: start hit the holder handshake race: {}",
+                r.stderr.trim_end()
+            );
+            r = self.run(&full, b"");
+        }
         assert_eq!(r.status, 0, "start {args:?} failed: {r:?}");
         let v = r.json();
         let id = v["session_id"]
@@ -452,6 +465,16 @@ impl Drop for Sandbox {
                 }
             }
         }
+        // Last line of defence: any holder still running for a session of this
+        // sandbox (its command line names the session dir) is a leak.
+        let marker = format!("__holder {}/", self.sessions.display());
+        for pid in procs_with_marker(&marker) {
+            eprintln!("warning: holder {pid} ({marker}) outlived its test; killing it");
+            // SAFETY: plain kill(2) of a process that names our own temp dir.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -477,4 +500,29 @@ pub fn run_command(mut c: Command, stdin: &[u8]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The PID namespace of a host process (`pid:[…]`), if it can be read.
+pub fn pid_namespace(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// Asserts that host process `pid` does not run in the test's own PID namespace
+/// (it was started inside a jail). Unreadable namespaces (another user's
+/// process) are accepted.
+pub fn assert_not_in_host_pid_ns(pid: i32) {
+    if let (Some(theirs), Some(ours)) =
+        (pid_namespace(pid), pid_namespace(std::process::id() as i32))
+    {
+        assert_ne!(
+            theirs, ours,
+            "process {pid} runs in the host's PID namespace (not jailed)"
+        );
+    }
+}
+
+/// The error `start` prints when the holder's "P<pid>" and "R" start-up lines
+/// interleave on the status pipe.
+pub fn is_holder_handshake_race(stderr: &str) -> bool {
+    stderr.contains("bad holder pid") || stderr.contains("holder ready before reporting its pid")
 }
