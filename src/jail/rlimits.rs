@@ -204,15 +204,16 @@ mod tests {
             processes: None,
             ..limits()
         });
-        let check = |resource: libc::__rlimit_resource_t, soft: u64, hard: u64| -> bool {
-            let mut r = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
+        let check =
+            |resource: libc::__rlimit_resource_t, soft: libc::rlim_t, hard: libc::rlim_t| -> bool {
+                let mut r = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit writes into the struct we pass.
+                let got = unsafe { libc::getrlimit(resource, &mut r) };
+                got == 0 && r.rlim_cur <= soft && r.rlim_max <= hard
             };
-            // SAFETY: getrlimit writes into the struct we pass.
-            let got = unsafe { libc::getrlimit(resource, &mut r) };
-            got == 0 && r.rlim_cur as u64 <= soft && r.rlim_max as u64 <= hard
-        };
         // SAFETY: the child only makes system calls and leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
