@@ -265,10 +265,12 @@ fn age(path: &Path) -> std::time::Duration {
 
 /// `profiles`: one line per built-in profile.
 pub fn profiles_list() -> Result<String> {
+    let names = Profile::builtin_names();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut out = String::new();
-    for name in Profile::builtin_names() {
+    for name in names {
         let p = Profile::load(name).map_err(|e| anyhow!("{e}"))?;
-        out.push_str(&format!("{:<11} {}\n", name, p.summary()));
+        out.push_str(&format!("{name:<width$}  {}\n", p.summary()));
     }
     Ok(out)
 }

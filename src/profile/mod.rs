@@ -1,49 +1,106 @@
-//! TEMPORARY STUB (replaced by the profile module).
+//! Profiles: what a session may see, spend and reach.
+//!
+//! A profile is a TOML file (see `docs/profiles.md`): one of the built-ins of
+//! `profiles/`, compiled in ([`builtin`]), or a user file given by path. Every
+//! key a file leaves out takes the value of the `default` profile. The file
+//! is parsed into the all-optional [`raw`] structs, then checked and resolved
+//! by [`validate`] into [`Profile`], which is what the rest of the program
+//! uses and what is stored as `profile.json` with the session.
+
+pub mod builtin;
+mod raw;
+pub mod units;
+mod validate;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use validate::MAX_OUTPUT_BYTES;
+
+/// Largest profile file read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Isolation {
+    /// The session runs in its own namespaces (section 4 of the spec).
+    #[serde(alias = "Jail")]
     Jail,
+    /// No jail: limits only.
+    #[serde(alias = "None")]
     None,
 }
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
+    /// A fresh network namespace with loopback only.
+    #[serde(alias = "None")]
     None,
+    /// The host's network.
+    #[serde(alias = "Host")]
     Host,
 }
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
+    #[serde(rename = "rw", alias = "ReadWrite")]
     ReadWrite,
+    #[serde(rename = "ro", alias = "ReadOnly")]
     ReadOnly,
 }
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filesystem {
+    /// How the work dir is mounted.
     pub work_dir: Access,
+    /// Extra host paths bound read-only at the same path.
     pub read_only: Vec<PathBuf>,
+    /// Extra host paths bound read-write at the same path.
     pub read_write: Vec<PathBuf>,
+    /// Extra paths hidden inside the jail.
     pub masked: Vec<PathBuf>,
 }
+
+/// Resource limits. `None` leaves the limit inherited from the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
+    /// Wall clock per exec.
     pub timeout_ms: u64,
+    /// Between SIGTERM and SIGKILL when the timeout expires.
     pub kill_grace_ms: u64,
+    /// RLIMIT_CPU (soft; the hard limit is 5 s more).
     pub cpu_seconds: Option<u64>,
+    /// RLIMIT_AS.
     pub memory_bytes: Option<u64>,
+    /// RLIMIT_NPROC.
     pub processes: Option<u64>,
+    /// RLIMIT_FSIZE.
     pub file_size_bytes: Option<u64>,
+    /// RLIMIT_NOFILE.
     pub open_files: Option<u64>,
+    /// Output kept per stream (head and tail).
     pub output_bytes: u64,
 }
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvPolicy {
+    /// Variables set in the session's first environment.
     pub set: BTreeMap<String, String>,
+    /// Variables copied from the caller's environment when present.
     pub pass: Vec<String>,
 }
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
+    /// Built-in name, or the stem of the user file.
     pub name: String,
     pub description: String,
+    /// The user file it was read from; `None` for a built-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
     pub isolation: Isolation,
     pub filesystem: Filesystem,
     pub network: Network,
@@ -51,49 +108,101 @@ pub struct Profile {
     pub env: EnvPolicy,
     pub hostname: String,
 }
+
 impl Profile {
+    /// Names of the built-in profiles, in listing order.
     pub fn builtin_names() -> &'static [&'static str] {
-        &["default", "unconfined"]
+        builtin::NAMES
     }
-    pub fn load(name: &str) -> Result<Profile, String> {
-        let iso = match name {
-            "default" => Isolation::Jail,
-            "unconfined" => Isolation::None,
-            _ => return Err(format!("unknown profile {name:?}")),
-        };
-        Ok(Profile {
-            name: name.into(),
-            description: String::new(),
-            isolation: iso,
-            filesystem: Filesystem {
-                work_dir: Access::ReadWrite,
-                read_only: vec![],
-                read_write: vec![],
-                masked: vec![],
-            },
-            network: if iso == Isolation::Jail {
-                Network::None
-            } else {
-                Network::Host
-            },
-            limits: Limits {
-                timeout_ms: 300_000,
-                kill_grace_ms: 2000,
-                cpu_seconds: None,
-                memory_bytes: None,
-                processes: None,
-                file_size_bytes: None,
-                open_files: None,
-                output_bytes: 1 << 20,
-            },
-            env: EnvPolicy {
-                set: BTreeMap::new(),
-                pass: vec![],
-            },
-            hostname: "sandbox".into(),
-        })
+
+    /// A built-in profile by name, or a user file when the argument contains
+    /// a `/` or ends in `.toml`. Errors are one line naming the file and key.
+    pub fn load(name_or_path: &str) -> Result<Profile, String> {
+        if is_path(name_or_path) {
+            let path = Path::new(name_or_path);
+            let label = path.display().to_string();
+            let text = read_file(path).map_err(|e| format!("profile {label}: {e}"))?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "custom".to_string());
+            Self::from_toml(&name, Some(path.to_path_buf()), &text)
+                .map_err(|e| format!("profile {label}: {e}"))
+        } else {
+            let text = builtin::text(name_or_path).ok_or_else(|| {
+                format!(
+                    "unknown profile {name_or_path:?} (built-in: {}; or give a path to a .toml file)",
+                    Self::builtin_names().join(", ")
+                )
+            })?;
+            Self::from_toml(name_or_path, None, text)
+                .map_err(|e| format!("built-in profile {name_or_path}: {e}"))
+        }
     }
+
+    /// Parses and resolves profile text; keys it omits come from `default`.
+    /// The error names the key, not the file.
+    pub fn from_toml(name: &str, source: Option<PathBuf>, text: &str) -> Result<Profile, String> {
+        let mut raw = raw::parse(text)?;
+        if raw.description.is_none() {
+            if let Some(path) = &source {
+                raw.description = Some(format!("user profile {}", path.display()));
+            }
+        }
+        let base = raw::parse(builtin::default_text())
+            .map_err(|e| format!("built-in profile default: {e}"))?;
+        validate::resolve(name, source, raw.over(base))
+    }
+
+    /// One line for `profiles`: the description and the main limits.
     pub fn summary(&self) -> String {
-        self.description.clone()
+        let l = &self.limits;
+        let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or("unlimited".into(), f);
+        format!(
+            "{} [timeout {}, cpu {}, memory {}, processes {}, output {}]",
+            self.description,
+            units::format_duration_ms(l.timeout_ms),
+            opt(l.cpu_seconds, &|s| units::format_duration_ms(s * 1000)),
+            opt(l.memory_bytes, &units::format_size),
+            opt(l.processes, &|n| n.to_string()),
+            units::format_size(l.output_bytes),
+        )
     }
 }
+
+/// True when `--profile` names a file rather than a built-in.
+fn is_path(arg: &str) -> bool {
+    arg.contains('/') || arg.ends_with(".toml")
+}
+
+/// Reads a profile file, at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {}", os_reason(&e)))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err("cannot read: is a directory".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {}", os_reason(&e)))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "is larger than {} (not a profile?)",
+            units::format_size(MAX_FILE_BYTES)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())
+}
+
+/// The OS reason without Rust's "(os error N)" suffix.
+fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests;
