@@ -81,7 +81,7 @@ struct ExecArgs {
     /// Session id, as printed by `start`
     session_id: String,
     /// Wall-clock limit in seconds for this command [default: the profile's timeout]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
     timeout: Option<String>,
     /// Stream output live instead of JSON; exit with the command's status
     #[arg(long)]
@@ -255,7 +255,7 @@ fn parse_timeout(text: &str) -> Result<Duration> {
     })?;
     if !secs.is_finite() || secs <= 0.0 || secs > 7.0 * 86_400.0 {
         return Err(anyhow!(
-            "Invalid --timeout {text:?}: must be between 0 and 604800 seconds"
+            "Invalid --timeout {text:?}: must be greater than 0 and at most 604800 seconds (7 days)"
         ));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -241,12 +241,17 @@ pub fn cleanup(sessions_dir: &Path) -> Result<Value> {
     for id in store.list_ids()? {
         let session = store.session(&id);
         let _meta_lock = session.lock_metadata()?;
-        let remove = match session.read_metadata() {
-            Ok(meta) => meta.status == Status::Terminated,
+        let (remove, corrupt) = match session.read_metadata() {
+            Ok(meta) => (meta.status == Status::Terminated, false),
             // A session being created has no metadata for a moment: leave young ones alone.
-            Err(_) => age(&session.dir) > std::time::Duration::from_secs(60),
+            Err(_) => (age(&session.dir) > std::time::Duration::from_secs(60), true),
         };
         if remove {
+            if corrupt {
+                // Its holder may still run; it must not outlive the directory
+                // that names it.
+                crate::jail::stop_unrecorded(&session)?;
+            }
             std::fs::remove_dir_all(&session.dir)
                 .with_context(|| format!("cannot remove {}", session.dir.display()))?;
             removed.push(Value::String(id.to_string()));

@@ -147,7 +147,6 @@ fn unreadable_sessions_dir_list() {
 }
 
 #[test]
-#[ignore = "bug: exec/end in an unreadable sessions dir say `Session … not found` instead of naming the permission problem"]
 fn unreadable_sessions_dir_exec_end() {
     if is_root() {
         eprintln!("skipped as root: root reads a mode-000 directory anyway");
@@ -218,7 +217,6 @@ fn bad_profile_name() {
 }
 
 #[test]
-#[ignore = "profile files land with issue 4"]
 fn profile_file_with_unknown_key() {
     let (sb, _id) = with_session();
     let file = sb.dir.path().join("bad-profile.toml");

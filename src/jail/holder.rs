@@ -54,13 +54,34 @@ pub fn main(args: HolderArgs) -> ! {
 /// Tells the parent why the jail could not be built, on one line.
 fn report_error(status: &mut Option<File>, e: &anyhow::Error) {
     if let Some(f) = status.as_mut() {
-        let _ = writeln!(f, "E{}", format!("{e:#}").replace('\n', " "));
+        let line = format!("E{}", format!("{e:#}").replace('\n', " "));
+        let _ = write_line(f, &line);
     }
 }
 
 fn status_line(status: &mut Option<File>, line: &str) -> Result<()> {
     let f = status.as_mut().context("status pipe already closed")?;
-    writeln!(f, "{line}").context("cannot report to the parent")
+    write_line(f, line).context("cannot report to the parent")
+}
+
+/// Writes `line` and its newline with one write(2). Two processes (the first
+/// stage and the holder) share the status pipe, and a pipe write of at most
+/// PIPE_BUF bytes is atomic, so their lines never interleave. Longer lines
+/// (error texts) are cut to fit.
+fn write_line(f: &mut File, line: &str) -> std::io::Result<()> {
+    const PIPE_BUF: usize = 4096;
+    let mut buf = Vec::with_capacity(line.len().min(PIPE_BUF - 1) + 1);
+    let mut end = line.len().min(PIPE_BUF - 1);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.extend_from_slice(&line.as_bytes()[..end]);
+    buf.push(b'\n');
+    let written = f.write(&buf)?;
+    if written != buf.len() {
+        return Err(std::io::Error::other("short write on the status pipe"));
+    }
+    Ok(())
 }
 
 fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {

@@ -30,6 +30,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -123,6 +124,7 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     drop(holder_control);
     drop(listener);
 
+    let mut reported_pid = None;
     let result = handshake(
         child.id() as i32,
         session,
@@ -130,12 +132,21 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         work_dir,
         status_r,
         control,
+        &mut reported_pid,
     );
     // The first stage exits right after forking the holder proper.
     let _ = child.wait();
     let pid = match result {
         Ok(pid) => pid,
         Err(e) => {
+            // A holder that was forked but did not get ready must not stay
+            // behind: as PID 1 of its namespace, it takes the rest with it.
+            if let Some(pid) = reported_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = std::fs::remove_file(&socket_path);
             return Err(e);
         }
@@ -231,14 +242,20 @@ fn handshake(
     work_dir: &Path,
     status_r: OwnedFd,
     control: UnixStream,
+    holder_pid: &mut Option<i32>,
 ) -> Result<i32> {
     let jailed = profile.isolation == Isolation::Jail;
     let deadline = Instant::now() + HOLDER_START_TIMEOUT;
     let status_fd = status_r.as_raw_fd();
     let mut reader = BufReader::new(File::from(status_r));
     let mut control = Some(control);
-    let mut holder_pid = None;
+    // The first stage reports the holder's pid and the holder reports ready;
+    // they are different processes, so either line may come first.
+    let mut ready = false;
     loop {
+        if let (Some(pid), true) = (*holder_pid, ready) {
+            return Ok(pid);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         // SAFETY: status_fd stays open as long as `reader` lives.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(status_fd) };
@@ -261,8 +278,8 @@ fn handshake(
                 let c = control.take().context("duplicate handshake line")?;
                 set_up_user_namespace(first_stage, session, profile, work_dir, &c)?;
             }
-            ("P", pid) => holder_pid = Some(pid.parse::<i32>().context("bad holder pid")?),
-            ("R", _) => return holder_pid.context("holder ready before reporting its pid"),
+            ("P", pid) => *holder_pid = Some(pid.parse::<i32>().context("bad holder pid")?),
+            ("R", _) => ready = true,
             ("E", why) => bail!("cannot build the session's jail: {why}"),
             _ => bail!("unexpected start-up message from the holder: {line:?}"),
         }
@@ -307,6 +324,30 @@ pub fn spawn(conn: &UnixStream, req: &SpawnRequest, fds: &[RawFd]) -> Result<()>
 /// Whether the process in `record` is still the holder we started.
 pub fn is_alive(record: &HolderRecord) -> bool {
     procfs::start_time(record.pid).ok() == Some(record.start_time)
+}
+
+/// Stops the holders still running for a session whose metadata is lost
+/// (corrupt or missing), found by the command line `start` gave them.
+/// Returns how many there were.
+pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
+    let mut prefix = b"/proc/self/exe\0__holder\0".to_vec();
+    prefix.extend_from_slice(session.dir.as_os_str().as_bytes());
+    prefix.push(0);
+    let pids = procfs::with_cmdline_prefix(&prefix);
+    for &pid in &pids {
+        let Ok(start_time) = procfs::start_time(pid) else {
+            continue;
+        };
+        // Not knowing whether it is jailed, kill its subtree first as for an
+        // unjailed holder; that is also right for a jailed one.
+        let record = HolderRecord {
+            pid,
+            start_time,
+            jailed: false,
+        };
+        stop(session, &record)?;
+    }
+    Ok(pids.len())
 }
 
 /// Kills every process of the session and its holder, and waits until they are gone.

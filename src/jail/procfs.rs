@@ -53,6 +53,19 @@ pub fn parent_map() -> HashMap<i32, i32> {
     map
 }
 
+/// Pids of the processes whose command line starts with `prefix` (each
+/// argument NUL-terminated, as in `/proc/PID/cmdline`).
+pub fn with_cmdline_prefix(prefix: &[u8]) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(prefix)))
+        .collect()
+}
+
 /// Every descendant of `root` (not `root` itself), parents before children.
 pub fn descendants(root: i32) -> Vec<i32> {
     let map = parent_map();
@@ -85,6 +98,27 @@ mod tests {
         let a = start_time(me).unwrap();
         assert_eq!(a, start_time(me).unwrap());
         assert!(start_time(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn finds_a_process_by_its_command_line() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5.123")
+            .spawn()
+            .unwrap();
+        // The child shows its new command line only once it has exec'd.
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = with_cmdline_prefix(b"sleep\x005.123\x00");
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, vec![child.id() as i32]);
+        assert!(with_cmdline_prefix(b"sleep\x005.12\x00").is_empty());
     }
 
     #[test]

@@ -72,10 +72,17 @@ impl Store {
     /// The directory of an existing session, or the error users see for unknown ids.
     pub fn existing(&self, id: &SessionId) -> Result<SessionDir> {
         let session = self.session(id);
-        if !session.dir.join("metadata.json").exists() && !session.dir.is_dir() {
-            bail!("Session {id} not found");
+        match fs::symlink_metadata(&session.dir) {
+            Ok(m) if m.is_dir() => Ok(session),
+            Ok(_) => bail!(
+                "Session {id} not found ({} is not a directory)",
+                session.dir.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("Session {id} not found"),
+            // Say what is wrong (usually a permission problem) rather than
+            // pretending the session does not exist.
+            Err(e) => bail!("Cannot access session {id} in {}: {e}", self.root.display()),
         }
-        Ok(session)
     }
 
     /// Creates the directory of a brand-new session with a fresh id.

@@ -344,17 +344,7 @@ impl Sandbox {
     pub fn start_json(&self, args: &[&str]) -> Value {
         let mut full = vec!["start"];
         full.extend_from_slice(args);
-        let mut r = self.run(&full, b"");
-        // Known race in the binary (see contract_state::parallel_starts_never_fail):
-        // the holder's start-up lines can interleave. Retry once so the other
-        // tests stay deterministic; that test exposes the bug.
-        if r.status == 1 && is_holder_handshake_race(&r.stderr) {
-            eprintln!(
-                "warning: start hit the holder handshake race: {}",
-                r.stderr.trim_end()
-            );
-            r = self.run(&full, b"");
-        }
+        let r = self.run(&full, b"");
         assert_eq!(r.status, 0, "start {args:?} failed: {r:?}");
         let v = r.json();
         let id = v["session_id"]
@@ -519,10 +509,4 @@ pub fn assert_not_in_host_pid_ns(pid: i32) {
             "process {pid} runs in the host's PID namespace (not jailed)"
         );
     }
-}
-
-/// The error `start` prints when the holder's "P<pid>" and "R" start-up lines
-/// interleave on the status pipe.
-pub fn is_holder_handshake_race(stderr: &str) -> bool {
-    stderr.contains("bad holder pid") || stderr.contains("holder ready before reporting its pid")
 }
