@@ -27,6 +27,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     // Everything the user gave is checked before anything is created.
     let profile =
         Profile::load(opts.profile.as_deref().unwrap_or("default")).map_err(|e| anyhow!("{e}"))?;
+    profile.check_binds().map_err(|e| anyhow!("{e}"))?;
     let work_dir = resolve_work_dir(opts.work_dir.as_deref())?;
     let overrides = parse_env_args(&opts.env)?;
     let mut command = opts.command;

@@ -608,3 +608,16 @@ fn jail_writes_work_dir() {
 fn jail_writes_work_dir_as_root() {
     check_jail_writes_work_dir();
 }
+
+#[test]
+fn bash_errors_read_as_for_bash_c() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let v = sb.exec(&id, "echo ok\nno-such-command-here\n\necho $LINENO");
+    assert_eq!(v["stdout"], "ok\n4\n", "{v}");
+    assert_eq!(
+        v["stderr"], "bash: line 2: no-such-command-here: command not found\n",
+        "line numbers are the command's own and no wrapper path shows: {v}"
+    );
+    assert_eq!(sb.end(&id).status, 0);
+}

@@ -43,10 +43,10 @@ const END_MARK: &str = "DS1-END";
 
 /// The `-c` script of a bash session. `export -p` lists the environment in
 /// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
-pub const BASH_WRAPPER: &str = r#"shopt -s expand_aliases
-. /dev/fd/5
-exec 5<&-
-. /dev/fd/4 3>&-
+/// The command is read with the `read` builtin and run with `eval` rather than
+/// sourced, so that bash's messages say `bash: …` as for `bash -c`, not
+/// `/dev/fd/4: line 1: …`.
+pub const BASH_WRAPPER: &str = r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd; $__ds_cmd" 3>&-
 __ds_rc=$?
 {
 printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"

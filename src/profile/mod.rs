@@ -115,6 +115,35 @@ impl Profile {
         builtin::NAMES
     }
 
+    /// Checks the extra binds against this host, at `start`: each must exist
+    /// and be written as its real path. The holder opens them refusing
+    /// symlinks (a symlink's target could change under the jail), so a path
+    /// through a symlink would only fail later, less clearly.
+    pub fn check_binds(&self) -> Result<(), String> {
+        let label = match &self.source {
+            Some(path) => format!("profile {}", path.display()),
+            None => format!("built-in profile {}", self.name),
+        };
+        let lists = [
+            ("filesystem.read_only", &self.filesystem.read_only),
+            ("filesystem.read_write", &self.filesystem.read_write),
+        ];
+        for (key, paths) in lists {
+            for path in paths {
+                let real = std::fs::canonicalize(path)
+                    .map_err(|e| format!("{label}: {key}: {}: {e}", path.display()))?;
+                if &real != path {
+                    return Err(format!(
+                        "{label}: {key}: {} goes through a symlink; write its real path {}",
+                        path.display(),
+                        real.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A built-in profile by name, or a user file when the argument contains
     /// a `/` or ends in `.toml`. Errors are one line naming the file and key.
     pub fn load(name_or_path: &str) -> Result<Profile, String> {

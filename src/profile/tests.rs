@@ -427,3 +427,31 @@ fn summary_is_one_line_with_limits() {
     let s = Profile::load("unconfined").unwrap().summary();
     assert!(s.contains("processes unlimited"), "{s}");
 }
+
+#[test]
+fn binds_must_exist_and_be_real_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let with = |key: &str, path: &std::path::Path| {
+        let (_d, _label, result) =
+            user(&format!("[filesystem]\n{key} = [\"{}\"]\n", path.display()));
+        result.unwrap().check_binds()
+    };
+    let real = std::fs::canonicalize(&real).unwrap();
+    assert_eq!(with("read_only", &real), Ok(()));
+    assert_eq!(with("read_write", &real), Ok(()));
+    let err = with("read_only", &dir.path().join("missing")).unwrap_err();
+    assert!(
+        err.contains("filesystem.read_only") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = with("read_write", &link).unwrap_err();
+    assert!(
+        err.contains("filesystem.read_write") && err.contains("symlink"),
+        "{err}"
+    );
+    assert!(err.contains(&real.display().to_string()), "{err}");
+}
