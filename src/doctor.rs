@@ -95,51 +95,66 @@ fn landlock() -> Check {
 }
 
 fn cgroups() -> Check {
+    use crate::jail::cgroup;
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    match probe::fs_magic("/sys/fs/cgroup") {
-        Ok(CGROUP2_SUPER_MAGIC) => {
-            let own = read_trim("/proc/self/cgroup").unwrap_or_default();
-            let path = own.strip_prefix("0::").unwrap_or("/");
-            let dir = format!("/sys/fs/cgroup{path}");
-            let writable =
-                nix::unistd::access(dir.as_str(), nix::unistd::AccessFlags::W_OK).is_ok();
-            Check {
+    let version = match probe::fs_magic("/sys/fs/cgroup") {
+        Ok(CGROUP2_SUPER_MAGIC) => "v2",
+        Ok(_) => "v1",
+        Err(e) => {
+            return Check {
                 name: "cgroups",
-                ok: true,
+                ok: false,
                 required: false,
-                detail: format!(
-                    "v2, own cgroup {path} {}",
-                    if writable {
-                        "delegated (writable)"
-                    } else {
-                        "not delegated"
-                    }
-                ),
+                detail: format!("/sys/fs/cgroup not readable ({e}); limits use rlimits only"),
                 fix: None,
             }
         }
-        Ok(_) => {
-            let controllers: Vec<String> = fs::read_dir("/sys/fs/cgroup")
-                .map(|d| {
-                    d.flatten()
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            Check {
+    };
+    let limits = match crate::profile::Profile::load("default") {
+        Ok(p) => p.limits,
+        Err(e) => {
+            return Check {
                 name: "cgroups",
-                ok: true,
+                ok: false,
                 required: false,
-                detail: format!("v1 ({}); limits use rlimits", controllers.join(", ")),
+                detail: e,
                 fix: None,
             }
         }
-        Err(e) => Check {
+    };
+    let dirs = cgroup::plan(
+        &cgroup::Hierarchies::of_self(),
+        &format!("doctor-{}", std::process::id()),
+        &limits,
+    );
+    match (dirs.is_empty(), cgroup::probe(&dirs)) {
+        (false, Ok(())) => Check {
+            name: "cgroups",
+            ok: true,
+            required: false,
+            detail: format!(
+                "{version}; each session gets memory and pids cgroups below {}",
+                dirs[0].path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            fix: None,
+        },
+        (true, _) => Check {
             name: "cgroups",
             ok: false,
             required: false,
-            detail: format!("/sys/fs/cgroup not readable ({e}); limits use rlimits only"),
+            detail: format!("{version}, no memory or pids controller found; limits use rlimits only"),
             fix: None,
+        },
+        (false, Err(e)) => Check {
+            name: "cgroups",
+            ok: false,
+            required: false,
+            detail: format!("{version}, not delegated to this user ({e:#}); limits use rlimits only (per process, not per session)"),
+            fix: Some(if version == "v2" {
+                "optional: run as root, or from a delegated cgroup whose cgroup.subtree_control enables memory and pids".into()
+            } else {
+                "optional: run as root, or give this user a writable memory and pids cgroup".into()
+            }),
         },
     }
 }

@@ -453,3 +453,66 @@ fn profile_settings_reach_the_jail() {
     assert!(!extra.join("new").exists());
     assert_eq!(sb.end(&id).status, 0);
 }
+
+/// Whether this test process could make a memory cgroup below its own, the
+/// way `start` does; then every session must get one.
+fn host_gives_memory_cgroups() -> bool {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let probe = |dir: PathBuf| {
+        let d = dir.join(format!("ds-test-probe-{}", std::process::id()));
+        let ok = std::fs::create_dir(&d).is_ok();
+        let _ = std::fs::remove_dir(&d);
+        ok
+    };
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, list, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(list), Some(path)) = (list, path) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if list.split(',').any(|c| c == "memory") {
+            return probe(PathBuf::from("/sys/fs/cgroup/memory").join(path));
+        }
+        if list.is_empty()
+            && std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        {
+            return probe(PathBuf::from("/sys/fs/cgroup").join(path));
+        }
+    }
+    false
+}
+
+#[test]
+fn session_memory_is_limited_as_a_whole_where_cgroups_allow() {
+    let (sb, id) = session_with_limits("memory = \"300MiB\"");
+    let cgroups = sb.metadata(&id)["holder"]["cgroups"].clone();
+    if !host_gives_memory_cgroups() {
+        eprintln!("skipped: this host gives us no memory cgroup (rlimits only)");
+        return;
+    }
+    assert!(
+        cgroups.as_array().is_some_and(|a| !a.is_empty()),
+        "the host allows cgroups but the session has none: {cgroups}"
+    );
+    if !have_program("python3") {
+        eprintln!("skipped: needs python3");
+        return;
+    }
+    // Three processes of 160 MiB each: every one is within the per-process
+    // limit, together they are not.
+    let hog = "python3 -c 'import time; b = bytearray(160 << 20); time.sleep(3); print(\"kept\")'";
+    let v = sb.exec(&id, &format!("for i in 1 2 3; do {hog} & done; wait"));
+    let kept = v["stdout"].as_str().unwrap().matches("kept").count();
+    assert!(
+        kept < 3,
+        "all three hogs kept 480 MiB in a 300 MiB session: {v}"
+    );
+    assert_usable(&sb, &id);
+    assert_eq!(sb.end(&id).status, 0);
+    for dir in cgroups.as_array().unwrap() {
+        let dir = PathBuf::from(dir.as_str().unwrap());
+        assert!(!dir.exists(), "{} outlived the session", dir.display());
+    }
+}

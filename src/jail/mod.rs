@@ -11,6 +11,7 @@
 //! [`stop`]: no other path runs a user command.
 
 pub mod caps;
+pub mod cgroup;
 pub mod holder;
 pub mod idmap;
 pub mod mounts;
@@ -152,10 +153,22 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         }
     };
     let start_time = procfs::start_time(pid).context("the holder vanished right after start")?;
+    // Best effort: where the host gives no cgroup, rlimits still bound
+    // every process; the record shows which the session got.
+    let cgroups = cgroup::apply(
+        &cgroup::plan(
+            &cgroup::Hierarchies::of_self(),
+            session.id.as_str(),
+            &profile.limits,
+        ),
+        pid,
+    )
+    .unwrap_or_default();
     Ok(HolderRecord {
         pid,
         start_time,
         jailed,
+        cgroups,
     })
 }
 
@@ -344,6 +357,7 @@ pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
             pid,
             start_time,
             jailed: false,
+            cgroups: Vec::new(),
         };
         stop(session, &record)?;
     }
@@ -354,10 +368,15 @@ pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
 pub fn stop(session: &SessionDir, record: &HolderRecord) -> Result<()> {
     let pidfd = match pidfd_open(record.pid) {
         Ok(fd) => fd,
-        Err(_) => return Ok(()), // already gone
+        Err(_) => {
+            // Already gone; its (now empty) cgroups may remain.
+            cgroup::remove(&record.cgroups);
+            return Ok(());
+        }
     };
     // Checked after pidfd_open, so the pidfd cannot refer to a recycled pid.
     if !is_alive(record) {
+        cgroup::remove(&record.cgroups);
         return Ok(());
     }
     if !record.jailed {
@@ -383,6 +402,7 @@ pub fn stop(session: &SessionDir, record: &HolderRecord) -> Result<()> {
     let mut pfd = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut pfd, PollTimeout::from(10_000u16));
     let _ = std::fs::remove_file(session.dir.join(session.socket_name()));
+    cgroup::remove(&record.cgroups);
     Ok(())
 }
 

@@ -31,6 +31,9 @@ pub struct HolderRecord {
     pub start_time: u64,
     /// Whether the holder runs in its own namespaces (false for `unconfined`).
     pub jailed: bool,
+    /// The session's cgroup directories, when the host let us make them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 /// `metadata.json`: who the session is and how it is doing.
