@@ -125,7 +125,7 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     drop(holder_control);
     drop(listener);
 
-    let mut reported_pid = None;
+    let mut progress = Startup::default();
     let result = handshake(
         child.id() as i32,
         session,
@@ -133,7 +133,7 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         work_dir,
         status_r,
         control,
-        &mut reported_pid,
+        &mut progress,
     );
     // The first stage exits right after forking the holder proper.
     let _ = child.wait();
@@ -142,34 +142,33 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         Err(e) => {
             // A holder that was forked but did not get ready must not stay
             // behind: as PID 1 of its namespace, it takes the rest with it.
-            if let Some(pid) = reported_pid {
+            if let Some(pid) = progress.holder_pid {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            cgroup::remove(&progress.cgroups);
             let _ = std::fs::remove_file(&socket_path);
             return Err(e);
         }
     };
     let start_time = procfs::start_time(pid).context("the holder vanished right after start")?;
-    // Best effort: where the host gives no cgroup, rlimits still bound
-    // every process; the record shows which the session got.
-    let cgroups = cgroup::apply(
-        &cgroup::plan(
-            &cgroup::Hierarchies::of_self(),
-            session.id.as_str(),
-            &profile.limits,
-        ),
-        pid,
-    )
-    .unwrap_or_default();
     Ok(HolderRecord {
         pid,
         start_time,
         jailed,
-        cgroups,
+        cgroups: progress.cgroups,
     })
+}
+
+/// What the parent has learnt and done while the holder starts.
+#[derive(Default)]
+struct Startup {
+    /// Host pid of the holder proper, once the first stage reported it.
+    holder_pid: Option<i32>,
+    /// The session's cgroups, made and joined by the holder.
+    cgroups: Vec<PathBuf>,
 }
 
 fn bind_listener(session: &SessionDir) -> Result<UnixListener> {
@@ -255,7 +254,7 @@ fn handshake(
     work_dir: &Path,
     status_r: OwnedFd,
     control: UnixStream,
-    holder_pid: &mut Option<i32>,
+    progress: &mut Startup,
 ) -> Result<i32> {
     let jailed = profile.isolation == Isolation::Jail;
     let deadline = Instant::now() + HOLDER_START_TIMEOUT;
@@ -266,7 +265,7 @@ fn handshake(
     // they are different processes, so either line may come first.
     let mut ready = false;
     loop {
-        if let (Some(pid), true) = (*holder_pid, ready) {
+        if let (Some(pid), true) = (progress.holder_pid, ready) {
             return Ok(pid);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -291,7 +290,22 @@ fn handshake(
                 let c = control.take().context("duplicate handshake line")?;
                 set_up_user_namespace(first_stage, session, profile, work_dir, &c)?;
             }
-            ("P", pid) => *holder_pid = Some(pid.parse::<i32>().context("bad holder pid")?),
+            ("P", pid) => {
+                let pid = pid.parse::<i32>().context("bad holder pid")?;
+                progress.holder_pid = Some(pid);
+                // Moved now, while the holder still builds its jail: the
+                // first move into a cgroup waits for an RCU grace period
+                // (several ms), which so overlaps the build. The holder has
+                // no child before it is ready, so nothing escapes the move.
+                // Best effort: where the host gives no cgroup, rlimits still
+                // bound every process; the record shows which the session got.
+                let plan = cgroup::plan(
+                    &cgroup::Hierarchies::of_self(),
+                    session.id.as_str(),
+                    &profile.limits,
+                );
+                progress.cgroups = cgroup::apply(&plan, pid).unwrap_or_default();
+            }
             ("R", _) => ready = true,
             ("E", why) => bail!("cannot build the session's jail: {why}"),
             _ => bail!("unexpected start-up message from the holder: {line:?}"),
