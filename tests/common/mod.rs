@@ -442,7 +442,12 @@ impl Drop for Sandbox {
         for (id, first_holder) in started {
             // The holder may have been replaced (jail restart): ask metadata first.
             let now_holder = self.holder(&id);
-            let _ = self.run(&["end", &id], b"");
+            // Never panic here: a panic while a failed test unwinds aborts
+            // the run before the holders below are killed (a fork bomb that
+            // exhausts the host's processes makes spawning fail).
+            let mut end = self.command();
+            end.args(["end", &id]).stdin(Stdio::null());
+            let _ = end.output();
             // When `end` could not do it (a test corrupted metadata.json and
             // failed before restoring it), kill the holder we know of, but
             // only if it is still the same process.
