@@ -368,6 +368,11 @@ fn cleanup_of_a_corrupt_live_session_leaves_no_holder() {
     let sb = Sandbox::new();
     let id = sb.start(&[]);
     let (pid, st) = sb.holder(&id).unwrap();
+    // Where the host gave the session cgroups, they must go too.
+    let cgroups: Vec<std::path::PathBuf> = sb.metadata(&id)["holder"]["cgroups"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p.as_str().unwrap().into()).collect())
+        .unwrap_or_default();
     std::fs::write(sb.session_dir(&id).join("metadata.json"), "garbage").unwrap();
     make_old(&sb.session_dir(&id));
     let r = sb.run(&["cleanup"], b"");
@@ -377,6 +382,9 @@ fn cleanup_of_a_corrupt_live_session_leaves_no_holder() {
             wait_until(Duration::from_secs(5), || proc_start_time(pid) != Some(st)),
             "holder {pid} of removed session {id} still runs"
         );
+        for dir in cgroups {
+            assert!(!dir.exists(), "{} outlived the session", dir.display());
+        }
     }
 }
 

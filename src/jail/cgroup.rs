@@ -146,6 +146,17 @@ pub fn plan(h: &Hierarchies, session_name: &str, limits: &Limits) -> Vec<CgroupD
     dirs
 }
 
+/// Every directory a session named `session_name` may have been given, for
+/// removing them when its record is lost.
+pub fn possible_dirs(h: &Hierarchies, session_name: &str) -> Vec<PathBuf> {
+    let leaf = format!("delta-sessions-{session_name}");
+    [&h.v1_memory, &h.v1_pids, &h.v2]
+        .into_iter()
+        .flatten()
+        .map(|base| base.join(&leaf))
+        .collect()
+}
+
 /// Creates the session's cgroups and moves `pid` (the holder, before it has
 /// any child) into them. Returns the directories made; on any failure
 /// (typically: not allowed) removes what it made and returns the reason.
@@ -315,6 +326,14 @@ mod tests {
             h.v1_memory.as_deref(),
             Some(Path::new("/sys/fs/cgroup/memory/inner"))
         );
+    }
+
+    #[test]
+    fn possible_dirs_cover_every_hierarchy() {
+        let h = Hierarchies::parse(V1_MOUNTINFO, V1_CGROUP);
+        let dirs = possible_dirs(&h, "s");
+        assert_eq!(dirs.len(), 3);
+        assert!(dirs.iter().all(|d| d.ends_with("delta-sessions-s")));
     }
 
     #[test]

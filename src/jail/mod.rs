@@ -375,6 +375,10 @@ pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
         };
         stop(session, &record)?;
     }
+    cgroup::remove(&cgroup::possible_dirs(
+        &cgroup::Hierarchies::of_self(),
+        session.id.as_str(),
+    ));
     Ok(pids.len())
 }
 
