@@ -1,0 +1,183 @@
+//! The holder's side of live interpreter sessions (`start python3`).
+//!
+//! The interpreter must outlive each exec, so the holder (not a worker, which
+//! exits after its exec) forks it as its own child, lazily, when a worker asks
+//! for it. The holder keeps one end of a socketpair whose other end is the
+//! interpreter's fd [`INTERPRETER_FD`]: no path in any filesystem leads to
+//! that channel, so jailed code outside the interpreter cannot reach it.
+//!
+//! The holder also keeps the account that `interpreter_restarted` needs: an
+//! interpreter that died without a worker telling its caller (a crash, an
+//! out-of-memory kill) makes the next start a *restart*.
+
+use super::protocol::{self, Exit, HolderAsk, HolderReply, SpawnRequest, INTERPRETER_FD};
+use super::{rlimits, worker};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// One running (or exited but not yet replaced) interpreter.
+struct Live {
+    pid: Pid,
+    /// The holder's end of the channel.
+    channel: UnixStream,
+    /// Set once the holder has reaped it.
+    exit: Option<Exit>,
+}
+
+/// The interpreter of a session, as the holder tracks it.
+#[derive(Default)]
+pub struct Interpreters {
+    current: Option<Live>,
+    /// Whether an interpreter was ever started in this jail.
+    started_before: bool,
+    /// The last one was killed by a worker that told its caller so.
+    loss_reported: bool,
+}
+
+impl Interpreters {
+    /// Called for every child the holder reaps.
+    pub fn reaped(&mut self, status: WaitStatus) {
+        let (pid, exit) = match status {
+            WaitStatus::Exited(pid, code) => (pid, Exit::Code { code }),
+            WaitStatus::Signaled(pid, sig, _) => (pid, Exit::Signal { signal: sig as i32 }),
+            _ => return,
+        };
+        if let Some(live) = self.current.as_mut().filter(|l| l.pid == pid) {
+            live.exit = Some(exit);
+        }
+    }
+
+    /// Answers one question of a worker on its channel `chan`. Returns false
+    /// when the worker has gone (EOF or a broken message), so the holder can
+    /// forget the channel.
+    pub fn answer(&mut self, chan: &UnixStream, limits: &[rlimits::RlimitStep]) -> bool {
+        let ask = match protocol::recv_json::<HolderAsk>(chan) {
+            Ok(Some((ask, _))) => ask,
+            Ok(None) | Err(_) => return false,
+        };
+        let (reply, fds) = match ask {
+            HolderAsk::Interpreter { request } => match self.channel_for(&request, limits) {
+                Ok((reply, fd)) => (reply, vec![fd]),
+                Err(message) => (HolderReply::Failed { message }, Vec::new()),
+            },
+            HolderAsk::Stop { pid, reported } => (self.stop(Pid::from_raw(pid), reported), vec![]),
+        };
+        let body = match serde_json::to_vec(&reply) {
+            Ok(b) => b,
+            Err(_) => return false,
+        };
+        let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        protocol::send_frame(chan, &body, &raw).is_ok()
+    }
+
+    /// The running interpreter's channel, starting one first if needed.
+    fn channel_for(
+        &mut self,
+        request: &SpawnRequest,
+        limits: &[rlimits::RlimitStep],
+    ) -> Result<(HolderReply, OwnedFd), String> {
+        if let Some(live) = self.current.as_mut() {
+            if live.exit.is_none() {
+                // SIGCHLD may not have been handled yet: ask the kernel.
+                match waitpid(live.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {
+                        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+                        let reply = HolderReply::Interpreter {
+                            pid: live.pid.as_raw(),
+                            restarted: false,
+                            cwd_reset: false,
+                        };
+                        return Ok((reply, fd.into()));
+                    }
+                    Ok(status) => self.reaped(status),
+                    Err(_) => {}
+                }
+            }
+        }
+        let restarted = self.started_before && !self.loss_reported;
+        let (live, cwd_reset) = spawn(request, limits)?;
+        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+        let reply = HolderReply::Interpreter {
+            pid: live.pid.as_raw(),
+            restarted,
+            cwd_reset,
+        };
+        self.current = Some(live);
+        self.started_before = true;
+        self.loss_reported = false;
+        Ok((reply, fd.into()))
+    }
+
+    /// Kills the interpreter `pid` (if it is ours and still runs) and waits for it.
+    fn stop(&mut self, pid: Pid, reported: bool) -> HolderReply {
+        let Some(live) = self.current.take().filter(|l| l.pid == pid) else {
+            return HolderReply::Failed {
+                message: format!("process {pid} is not the session's interpreter"),
+            };
+        };
+        let exit = match live.exit {
+            Some(exit) => exit,
+            None => {
+                let _ = kill(pid, Signal::SIGKILL);
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => Exit::Code { code },
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Exit::Signal { signal: sig as i32 },
+                    _ => Exit::Signal {
+                        signal: libc::SIGKILL,
+                    },
+                }
+            }
+        };
+        self.loss_reported = reported;
+        HolderReply::Stopped { exit }
+    }
+}
+
+/// Forks and executes the interpreter with fds 0-2 on /dev/null and its
+/// channel on [`INTERPRETER_FD`].
+fn spawn(request: &SpawnRequest, limits: &[rlimits::RlimitStep]) -> Result<(Live, bool), String> {
+    let cwd_reset = !Path::new(&request.cwd).is_dir();
+    let cwd = if cwd_reset {
+        &request.fallback_cwd
+    } else {
+        &request.cwd
+    };
+    let program = worker::resolve_program(request)?;
+    let prepared = worker::Prepared::new(&program, request, cwd)?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| format!("cannot make the interpreter's channel: {e}"))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null in the jail: {e}"))?;
+    let null: OwnedFd = null.into();
+    let mut fds = Vec::with_capacity(INTERPRETER_FD as usize + 1);
+    for _ in 0..INTERPRETER_FD {
+        fds.push(null.try_clone().map_err(|e| e.to_string())?);
+    }
+    fds.push(theirs.into());
+    // SAFETY: the holder is single-threaded, so the child may run ordinary
+    // code until it executes the interpreter.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("cannot fork the interpreter: {e}")),
+        Ok(ForkResult::Child) => worker::exec_command(&prepared, &fds, limits),
+        Ok(ForkResult::Parent { child }) => {
+            // `fds` (the interpreter's end among them) are closed here, so the
+            // channel reaches EOF as soon as the interpreter is gone.
+            drop(fds);
+            Ok((
+                Live {
+                    pid: child,
+                    channel: ours,
+                    exit: None,
+                },
+                cwd_reset,
+            ))
+        }
+    }
+}
