@@ -76,7 +76,10 @@ fn an_exception_keeps_earlier_state() {
         return;
     };
     sb.exec(&id, "kept = [1, 2, 3]");
-    let v = sb.exec(&id, "kept.append(4)\nraise ValueError('boom')\nkept.append(5)");
+    let v = sb.exec(
+        &id,
+        "kept.append(4)\nraise ValueError('boom')\nkept.append(5)",
+    );
     assert_eq!(v["exit_code"], 1, "{v}");
     assert!(err(&v).contains("ValueError: boom"), "{v}");
     assert!(err(&v).contains("Traceback"), "{v}");
@@ -219,7 +222,10 @@ fn a_crash_is_reported_by_the_next_exec() {
     let v = sb.exec(&id, "'gone' in globals()");
     assert_eq!(out(&v), "False\n", "{v}");
     assert!(restarted(&v), "{v}");
-    let v = sb.exec(&id, "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)");
+    let v = sb.exec(
+        &id,
+        "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
+    );
     assert_eq!(v["exit_code"], 139, "{v}");
     assert_eq!(v["signal"], "SIGSEGV", "{v}");
     let v = sb.exec(&id, "3");
@@ -263,7 +269,10 @@ fn the_channel_is_not_inherited_or_reachable_by_path() {
         "import subprocess\nsubprocess.run(['sh', '-c', 'ls -l /proc/self/fd/ 2>&1'], close_fds=False)\nNone",
     );
     assert_eq!(v["exit_code"], 0, "{v}");
-    assert!(!out(&v).contains("socket:"), "a subprocess got a socket: {v}");
+    assert!(
+        !out(&v).contains("socket:"),
+        "a subprocess got a socket: {v}"
+    );
     // No socket or FIFO anywhere the jail can write.
     let v = sb.exec(
         &id,
@@ -284,7 +293,10 @@ fn chdir_persists_and_shows_in_cwd() {
     assert_eq!(v["cwd"], sub.to_str().unwrap(), "{v}");
     let v = sb.exec(&id, "print(os.getcwd())");
     assert_eq!(out(&v), format!("{}\n", sub.display()), "{v}");
-    assert_eq!(sb.read_json(&id, "state.json")["cwd"], sub.to_str().unwrap());
+    assert_eq!(
+        sb.read_json(&id, "state.json")["cwd"],
+        sub.to_str().unwrap()
+    );
     // A fresh interpreter starts where the last one was.
     sb.exec(&id, "os._exit(0)");
     let v = sb.exec(&id, "import os; print(os.getcwd())");

@@ -156,9 +156,8 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     };
     // A rebuilt jail has a fresh interpreter too: its state is lost when an
     // earlier exec had built some.
-    let interpreter_restarted = (kind == ShellKind::Python).then_some(
-        collected.interpreter_restarted || (jail_restarted && meta.execution_count > 0),
-    );
+    let interpreter_restarted = (kind == ShellKind::Python)
+        .then_some(collected.interpreter_restarted || (jail_restarted && meta.execution_count > 0));
     let (stdout, stdout_dropped) = collected.stdout.finish();
     let (stderr, stderr_dropped) = collected.stderr.finish();
     Ok(ExecResult {

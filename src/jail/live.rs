@@ -100,9 +100,12 @@ pub fn serve(
             let timed_out = matches!(outcome, Outcome::Deadline);
             let _ = killpg(pid, Signal::SIGINT);
             match wait_reply(&channel, None, id, Instant::now() + grace) {
-                Outcome::Reply(r) => {
-                    finished(Exit::Code { code: r.exit_code }, timed_out, restarted, r.cwd)
-                }
+                Outcome::Reply(r) => finished(
+                    Exit::Code { code: r.exit_code },
+                    timed_out,
+                    restarted,
+                    r.cwd,
+                ),
                 _ => {
                     let exit = stop(holder, pid, &before, true)?;
                     finished(exit, timed_out, true, None)

@@ -51,7 +51,10 @@ pub enum Exit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    Started { pid: i32, cwd_reset: bool },
+    Started {
+        pid: i32,
+        cwd_reset: bool,
+    },
     Finished {
         exit: Exit,
         timed_out: bool,
@@ -63,7 +66,9 @@ pub enum WorkerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cwd: Option<PathBuf>,
     },
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// What a worker asks of the holder, on the private channel the holder made
@@ -92,8 +97,12 @@ pub enum HolderReply {
         /// It was started in the fallback directory (the saved cwd is gone).
         cwd_reset: bool,
     },
-    Stopped { exit: Exit },
-    Failed { message: String },
+    Stopped {
+        exit: Exit,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// Sends one frame, attaching `fds` to its first byte.
@@ -236,9 +245,10 @@ mod tests {
 
     #[test]
     fn older_finished_events_still_parse() {
-        let e: WorkerEvent =
-            serde_json::from_str(r#"{"event":"finished","exit":{"kind":"code","code":0},"timed_out":false}"#)
-                .unwrap();
+        let e: WorkerEvent = serde_json::from_str(
+            r#"{"event":"finished","exit":{"kind":"code","code":0},"timed_out":false}"#,
+        )
+        .unwrap();
         assert!(matches!(
             e,
             WorkerEvent::Finished {

@@ -158,11 +158,7 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    pub(super) fn new(
-        program: &Path,
-        req: &SpawnRequest,
-        cwd: &Path,
-    ) -> Result<Prepared, String> {
+    pub(super) fn new(program: &Path, req: &SpawnRequest, cwd: &Path) -> Result<Prepared, String> {
         let c = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
         Ok(Prepared {
             program: c(&program.to_string_lossy())?,
