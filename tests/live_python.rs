@@ -350,3 +350,44 @@ fn shell_sessions_have_no_interpreter_field() {
     assert!(v.get("interpreter_restarted").is_none(), "{v}");
     finish(&sb, &id);
 }
+
+#[test]
+fn a_rebuilt_jail_says_the_interpreter_restarted() {
+    let Some((sb, id)) = python_session() else {
+        return;
+    };
+    std::fs::create_dir(sb.work.join("d")).unwrap();
+    sb.exec(&id, "import os; os.chdir('d'); kept = 1");
+    let (pid, start) = sb.holder(&id).expect("holder recorded");
+    // SAFETY: plain kill(2) of this test's own session holder.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert!(wait_until(Duration::from_secs(5), || proc_start_time(pid)
+        != Some(start)));
+    let v = sb.exec(&id, "import os; print('kept' in globals(), os.getcwd())");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert!(restarted(&v), "{v}");
+    assert_eq!(
+        out(&v),
+        format!("False {}\n", sb.work.join("d").display()),
+        "{v}"
+    );
+    finish(&sb, &id);
+}
+
+#[test]
+fn raw_mode_streams_and_returns_the_exit_code() {
+    let Some((sb, id)) = python_session() else {
+        return;
+    };
+    sb.exec(&id, "word = 'streamed'");
+    let r = sb.run(
+        &["exec", &id, "--raw"],
+        b"import sys\nprint(word)\nsys.stderr.write('to stderr\\n')\nsys.exit(6)",
+    );
+    assert_eq!(r.status, 6, "{r:?}");
+    assert_eq!(r.stdout, "streamed\n", "{r:?}");
+    assert_eq!(r.stderr, "to stderr\n", "{r:?}");
+    finish(&sb, &id);
+}
