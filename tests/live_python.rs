@@ -391,3 +391,31 @@ fn raw_mode_streams_and_returns_the_exit_code() {
     assert_eq!(r.stderr, "to stderr\n", "{r:?}");
     finish(&sb, &id);
 }
+
+#[test]
+fn an_exec_whose_caller_was_killed_does_not_disturb_the_next() {
+    let Some((sb, id)) = python_session() else {
+        return;
+    };
+    sb.exec(&id, "survivor = 'yes'");
+    let mut c = sb.command();
+    // The interrupt is caught and the code takes another second to finish.
+    let slow = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(1)\n    survivor = 'still yes'";
+    c.args(["exec", &id, slow])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut caller = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    // The next exec takes the lock at once; the old worker is still
+    // interrupting the interpreter and must finish first.
+    let t = Instant::now();
+    let v = sb.exec(&id, "print(survivor)");
+    assert_eq!(out(&v), "still yes\n", "{v}");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(!restarted(&v), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{v}");
+    finish(&sb, &id);
+}

@@ -253,15 +253,14 @@ fn serve(
     limits: &[rlimits::RlimitStep],
 ) -> Result<()> {
     let mut interpreters = Interpreters::default();
-    let mut workers: Vec<UnixStream> = Vec::new();
     loop {
         let mut fds = vec![
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigchld.as_fd(), PollFlags::POLLIN),
         ];
         fds.extend(
-            workers
-                .iter()
+            interpreters
+                .channels()
                 .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
         );
         match poll(&mut fds, PollTimeout::NONE) {
@@ -275,12 +274,7 @@ fn serve(
             while let Ok(Some(_)) = sigchld.read_signal() {}
             reap_all(&mut interpreters);
         }
-        // Answered in reverse so that removing one keeps the others' indices.
-        for i in (0..workers.len()).rev() {
-            if ready[2 + i] && !interpreters.answer(&workers[i], limits) {
-                workers.swap_remove(i);
-            }
-        }
+        interpreters.serve_ready(&ready[2..], limits);
         if ready[0] {
             let Ok((conn, _)) = listener.accept() else {
                 continue;
@@ -299,7 +293,7 @@ fn serve(
                 Ok(ForkResult::Parent { .. }) => {
                     drop(conn);
                     drop(theirs);
-                    workers.push(ours);
+                    interpreters.add_worker(ours);
                 }
                 Err(_) => drop(conn),
             }

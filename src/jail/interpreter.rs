@@ -15,6 +15,7 @@ use super::{rlimits, worker};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -28,7 +29,21 @@ struct Live {
     exit: Option<Exit>,
 }
 
-/// The interpreter of a session, as the holder tracks it.
+/// A worker's private channel to the holder.
+struct WorkerChannel {
+    id: u64,
+    chan: UnixStream,
+}
+
+/// The interpreter of a session and the workers that may ask for it, as the
+/// holder tracks them.
+///
+/// Only one worker at a time holds the interpreter (the *lease*): execs are
+/// serialized by the session's lock, but a worker whose caller was killed may
+/// still be interrupting the interpreter when the next exec arrives, and two
+/// workers reading one channel would take each other's replies (or tear each
+/// other's frames). A worker that asks while another holds the lease gets its
+/// answer when that worker exits.
 #[derive(Default)]
 pub struct Interpreters {
     current: Option<Live>,
@@ -36,6 +51,12 @@ pub struct Interpreters {
     started_before: bool,
     /// The last one was killed by a worker that told its caller so.
     loss_reported: bool,
+    workers: Vec<WorkerChannel>,
+    next_id: u64,
+    /// The worker that holds the interpreter.
+    lease: Option<u64>,
+    /// Workers waiting for the lease, oldest first, with their requests.
+    waiting: VecDeque<(u64, SpawnRequest)>,
 }
 
 impl Interpreters {
@@ -51,26 +72,105 @@ impl Interpreters {
         }
     }
 
-    /// Answers one question of a worker on its channel `chan`. Returns false
-    /// when the worker has gone (EOF or a broken message), so the holder can
-    /// forget the channel.
-    pub fn answer(&mut self, chan: &UnixStream, limits: &[rlimits::RlimitStep]) -> bool {
+    /// Remembers the holder's end of a new worker's channel.
+    pub fn add_worker(&mut self, chan: UnixStream) {
+        self.next_id += 1;
+        self.workers.push(WorkerChannel {
+            id: self.next_id,
+            chan,
+        });
+    }
+
+    /// The worker channels, in the order `serve_ready` expects readiness.
+    pub fn channels(&self) -> impl Iterator<Item = &UnixStream> {
+        self.workers.iter().map(|w| &w.chan)
+    }
+
+    /// Answers the workers whose channels are readable (`ready[i]` for the
+    /// i-th of [`channels`](Self::channels)), forgets those that have gone,
+    /// and hands a released lease to the next waiting worker.
+    pub fn serve_ready(&mut self, ready: &[bool], limits: &[rlimits::RlimitStep]) {
+        let ids: Vec<u64> = self
+            .workers
+            .iter()
+            .zip(ready)
+            .filter(|(_, &r)| r)
+            .map(|(w, _)| w.id)
+            .collect();
+        for id in ids {
+            if !self.answer(id, limits) {
+                self.forget(id);
+            }
+        }
+        while self.lease.is_none() {
+            let Some((id, request)) = self.waiting.pop_front() else {
+                break;
+            };
+            if !self.grant(id, &request, limits) {
+                self.forget(id);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.workers.retain(|w| w.id != id);
+        self.waiting.retain(|(w, _)| *w != id);
+        if self.lease == Some(id) {
+            self.lease = None;
+        }
+    }
+
+    fn chan(&self, id: u64) -> Option<&UnixStream> {
+        self.workers.iter().find(|w| w.id == id).map(|w| &w.chan)
+    }
+
+    /// Reads and answers one question of worker `id`. False when the worker
+    /// has gone (EOF or a broken message).
+    fn answer(&mut self, id: u64, limits: &[rlimits::RlimitStep]) -> bool {
+        let Some(chan) = self.chan(id) else {
+            return false;
+        };
         let ask = match protocol::recv_json::<HolderAsk>(chan) {
             Ok(Some((ask, _))) => ask,
             Ok(None) | Err(_) => return false,
         };
-        let (reply, fds) = match ask {
-            HolderAsk::Interpreter { request } => match self.channel_for(&request, limits) {
-                Ok((reply, fd)) => (reply, vec![fd]),
-                Err(message) => (HolderReply::Failed { message }, Vec::new()),
-            },
-            HolderAsk::Stop { pid, reported } => (self.stop(Pid::from_raw(pid), reported), vec![]),
+        match ask {
+            HolderAsk::Interpreter { request } => {
+                if self.lease.is_some_and(|l| l != id) {
+                    self.waiting.push_back((id, request));
+                    return true;
+                }
+                self.grant(id, &request, limits)
+            }
+            HolderAsk::Stop { pid, reported } => {
+                let reply = if self.lease == Some(id) {
+                    self.stop(Pid::from_raw(pid), reported)
+                } else {
+                    HolderReply::Failed {
+                        message: "this worker does not hold the interpreter".into(),
+                    }
+                };
+                self.reply(id, &reply, None)
+            }
+        }
+    }
+
+    /// Gives worker `id` the interpreter's channel (starting one if needed).
+    fn grant(&mut self, id: u64, request: &SpawnRequest, limits: &[rlimits::RlimitStep]) -> bool {
+        match self.channel_for(request, limits) {
+            Ok((reply, fd)) => {
+                self.lease = Some(id);
+                self.reply(id, &reply, Some(fd))
+            }
+            Err(message) => self.reply(id, &HolderReply::Failed { message }, None),
+        }
+    }
+
+    fn reply(&self, id: u64, reply: &HolderReply, fd: Option<OwnedFd>) -> bool {
+        let (Some(chan), Ok(body)) = (self.chan(id), serde_json::to_vec(reply)) else {
+            return false;
         };
-        let body = match serde_json::to_vec(&reply) {
-            Ok(b) => b,
-            Err(_) => return false,
-        };
-        let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let raw: Vec<_> = fd.iter().map(|f| f.as_raw_fd()).collect();
         protocol::send_frame(chan, &body, &raw).is_ok()
     }
 
