@@ -419,3 +419,21 @@ fn an_exec_whose_caller_was_killed_does_not_disturb_the_next() {
     assert!(t.elapsed() < Duration::from_secs(15), "{v}");
     finish(&sb, &id);
 }
+
+#[test]
+fn an_interpreter_that_cannot_start_says_why() {
+    if !have_program("python3") {
+        eprintln!("skipped: python3 not installed");
+        return;
+    }
+    let sb = Sandbox::new();
+    let id = sb.start(&["--env", "PYTHONHOME=/nonexistent", "python3"]);
+    let v = sb.exec(&id, "1");
+    assert_ne!(v["exit_code"], 0, "{v}");
+    assert!(
+        err(&v).contains("PYTHONHOME"),
+        "startup errors are shown: {v}"
+    );
+    assert_eq!(v["timed_out"], false, "{v}");
+    finish(&sb, &id);
+}

@@ -29,6 +29,13 @@ struct Live {
     exit: Option<Exit>,
 }
 
+/// A worker waiting for the lease, and what it asked with.
+struct Waiting {
+    id: u64,
+    request: SpawnRequest,
+    stdio: Vec<OwnedFd>,
+}
+
 /// A worker's private channel to the holder.
 struct WorkerChannel {
     id: u64,
@@ -56,7 +63,7 @@ pub struct Interpreters {
     /// The worker that holds the interpreter.
     lease: Option<u64>,
     /// Workers waiting for the lease, oldest first, with their requests.
-    waiting: VecDeque<(u64, SpawnRequest)>,
+    waiting: VecDeque<Waiting>,
 }
 
 impl Interpreters {
@@ -103,18 +110,18 @@ impl Interpreters {
             }
         }
         while self.lease.is_none() {
-            let Some((id, request)) = self.waiting.pop_front() else {
+            let Some(w) = self.waiting.pop_front() else {
                 break;
             };
-            if !self.grant(id, &request, limits) {
-                self.forget(id);
+            if !self.grant(w.id, &w.request, w.stdio, limits) {
+                self.forget(w.id);
             }
         }
     }
 
     fn forget(&mut self, id: u64) {
         self.workers.retain(|w| w.id != id);
-        self.waiting.retain(|(w, _)| *w != id);
+        self.waiting.retain(|w| w.id != id);
         if self.lease == Some(id) {
             self.lease = None;
         }
@@ -130,17 +137,17 @@ impl Interpreters {
         let Some(chan) = self.chan(id) else {
             return false;
         };
-        let ask = match protocol::recv_json::<HolderAsk>(chan) {
-            Ok(Some((ask, _))) => ask,
+        let (ask, stdio) = match protocol::recv_json::<HolderAsk>(chan) {
+            Ok(Some(asked)) => asked,
             Ok(None) | Err(_) => return false,
         };
         match ask {
             HolderAsk::Interpreter { request } => {
                 if self.lease.is_some_and(|l| l != id) {
-                    self.waiting.push_back((id, request));
+                    self.waiting.push_back(Waiting { id, request, stdio });
                     return true;
                 }
-                self.grant(id, &request, limits)
+                self.grant(id, &request, stdio, limits)
             }
             HolderAsk::Stop { pid, reported } => {
                 let reply = if self.lease == Some(id) {
@@ -155,9 +162,16 @@ impl Interpreters {
         }
     }
 
-    /// Gives worker `id` the interpreter's channel (starting one if needed).
-    fn grant(&mut self, id: u64, request: &SpawnRequest, limits: &[rlimits::RlimitStep]) -> bool {
-        match self.channel_for(request, limits) {
+    /// Gives worker `id` the interpreter's channel (starting one if needed,
+    /// with `stdio`, the exec's stdin, stdout and stderr, as its fds 0-2).
+    fn grant(
+        &mut self,
+        id: u64,
+        request: &SpawnRequest,
+        stdio: Vec<OwnedFd>,
+        limits: &[rlimits::RlimitStep],
+    ) -> bool {
+        match self.channel_for(request, stdio, limits) {
             Ok((reply, fd)) => {
                 self.lease = Some(id);
                 self.reply(id, &reply, Some(fd))
@@ -178,6 +192,7 @@ impl Interpreters {
     fn channel_for(
         &mut self,
         request: &SpawnRequest,
+        stdio: Vec<OwnedFd>,
         limits: &[rlimits::RlimitStep],
     ) -> Result<(HolderReply, OwnedFd), String> {
         if let Some(live) = self.current.as_mut() {
@@ -199,7 +214,7 @@ impl Interpreters {
             }
         }
         let restarted = self.started_before && !self.loss_reported;
-        let (live, cwd_reset) = spawn(request, limits)?;
+        let (live, cwd_reset) = spawn(request, stdio, limits)?;
         let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
         let reply = HolderReply::Interpreter {
             pid: live.pid.as_raw(),
@@ -237,9 +252,15 @@ impl Interpreters {
     }
 }
 
-/// Forks and executes the interpreter with fds 0-2 on /dev/null and its
-/// channel on [`INTERPRETER_FD`].
-fn spawn(request: &SpawnRequest, limits: &[rlimits::RlimitStep]) -> Result<(Live, bool), String> {
+/// Forks and executes the interpreter with its channel on [`INTERPRETER_FD`]
+/// and fds 0-2 on `stdio` (the first exec's stdin, stdout and stderr, so that
+/// a failure to start shows in that exec's output; the driver points them at
+/// /dev/null after each exec), or /dev/null when not given.
+fn spawn(
+    request: &SpawnRequest,
+    stdio: Vec<OwnedFd>,
+    limits: &[rlimits::RlimitStep],
+) -> Result<(Live, bool), String> {
     let cwd_reset = !Path::new(&request.cwd).is_dir();
     let cwd = if cwd_reset {
         &request.fallback_cwd
@@ -257,8 +278,12 @@ fn spawn(request: &SpawnRequest, limits: &[rlimits::RlimitStep]) -> Result<(Live
         .map_err(|e| format!("cannot open /dev/null in the jail: {e}"))?;
     let null: OwnedFd = null.into();
     let mut fds = Vec::with_capacity(INTERPRETER_FD as usize + 1);
-    for _ in 0..INTERPRETER_FD {
-        fds.push(null.try_clone().map_err(|e| e.to_string())?);
+    if stdio.len() == INTERPRETER_FD as usize {
+        fds.extend(stdio);
+    } else {
+        for _ in 0..INTERPRETER_FD {
+            fds.push(null.try_clone().map_err(|e| e.to_string())?);
+        }
     }
     fds.push(theirs.into());
     // SAFETY: the holder is single-threaded, so the child may run ordinary

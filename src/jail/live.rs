@@ -57,7 +57,7 @@ pub fn serve(
     if fds.len() < 4 {
         return Err("a live interpreter exec needs stdin, stdout, stderr and the code".into());
     }
-    let (pid, restarted, cwd_reset, channel) = interpreter(holder, req)?;
+    let (pid, restarted, cwd_reset, channel) = interpreter(holder, req, &fds[..3])?;
     protocol::send_json(
         conn,
         &WorkerEvent::Started {
@@ -117,18 +117,20 @@ pub fn serve(
     Ok(())
 }
 
-/// Asks the holder for the interpreter's channel.
+/// Asks the holder for the interpreter's channel. `stdio` (the exec's
+/// stdin, stdout, stderr) become the interpreter's fds 0-2 if it starts now.
 fn interpreter(
     holder: &UnixStream,
     req: &SpawnRequest,
+    stdio: &[OwnedFd],
 ) -> Result<(Pid, bool, bool, UnixStream), String> {
-    protocol::send_json(
-        holder,
-        &HolderAsk::Interpreter {
-            request: req.clone(),
-        },
-    )
-    .map_err(|e| format!("cannot ask the holder for the interpreter: {e}"))?;
+    let ask = HolderAsk::Interpreter {
+        request: req.clone(),
+    };
+    let body = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
+    let raw: Vec<_> = stdio.iter().map(|f| f.as_raw_fd()).collect();
+    protocol::send_frame(holder, &body, &raw)
+        .map_err(|e| format!("cannot ask the holder for the interpreter: {e}"))?;
     match protocol::recv_json::<HolderReply>(holder) {
         Ok(Some((
             HolderReply::Interpreter {
