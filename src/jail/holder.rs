@@ -4,8 +4,9 @@
 //! creates the session's namespaces, builds the root filesystem, drops every
 //! privilege, and then stays as PID 1 of the session's PID namespace: it
 //! reaps orphans and forks a [worker](super::worker) for each exec that
-//! connects to its control socket. When it dies, the kernel kills every
-//! process of the session.
+//! connects to its control socket. In a live interpreter session it also
+//! starts and keeps the interpreter (see [`interpreter`](super::interpreter)).
+//! When it dies, the kernel kills every process of the session.
 //!
 //! Start-up handshake on the status pipe (holder -> parent), one line each:
 //! `U` user namespace created (parent writes the id maps, then one byte on the

@@ -5,6 +5,10 @@
 //!
 //! The socket lives in the session directory, which the jail cannot see, so
 //! jailed code can neither reach nor spoof this channel.
+//!
+//! The same framing serves two private socketpairs inside the jail: a
+//! worker's channel to the holder ([`HolderAsk`], [`HolderReply`]) and the
+//! channel to a live interpreter (see [`live`](super::live)).
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
