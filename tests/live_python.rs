@@ -437,3 +437,32 @@ fn an_interpreter_that_cannot_start_says_why() {
     assert_eq!(v["timed_out"], false, "{v}");
     finish(&sb, &id);
 }
+
+#[test]
+fn a_timeout_spares_processes_of_earlier_execs() {
+    let Some((sb, id)) = python_session() else {
+        return;
+    };
+    let marker = unique_sleep_arg();
+    sb.exec(
+        &id,
+        &format!("import subprocess; server = subprocess.Popen(['sleep', '{marker}'])"),
+    );
+    let (_, v) = sb.exec_with(
+        &id,
+        &["--timeout", "1"],
+        "import os; os.system('sleep 30'); print('after')",
+    );
+    assert_eq!(v["timed_out"], true, "{v}");
+    // os.system's own child got the interrupt, so the code went on.
+    assert_eq!(out(&v), "after\n", "{v}");
+    assert!(!restarted(&v), "{v}");
+    let v = sb.exec(&id, "server.poll() is None");
+    assert_eq!(
+        out(&v),
+        "True\n",
+        "the earlier exec's process survived: {v}"
+    );
+    assert!(!procs_with_marker(&marker).is_empty());
+    finish(&sb, &id);
+}

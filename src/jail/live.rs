@@ -5,8 +5,8 @@
 //! exec's stdout, stderr and code memfd to the driver over that channel, and
 //! waits for the driver's reply, the deadline, or the caller going away.
 //!
-//! On the deadline it sends SIGINT to the interpreter's process group (a
-//! `KeyboardInterrupt` for Python: the session's state survives) and waits up
+//! On the deadline it sends SIGINT to the interpreter and what this exec
+//! started (a `KeyboardInterrupt` for Python: the session's state survives) and waits up
 //! to the profile's kill grace for the reply. An interpreter that does not
 //! answer in time is stopped (SIGSTOP), the processes this exec started
 //! below it are killed, and the holder kills and reaps the interpreter.
@@ -15,7 +15,7 @@ use super::procfs;
 use super::protocol::{self, Exit, HolderAsk, HolderReply, SpawnRequest, WorkerEvent};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -98,7 +98,7 @@ pub fn serve(
         }
         Outcome::Deadline | Outcome::CallerGone => {
             let timed_out = matches!(outcome, Outcome::Deadline);
-            let _ = killpg(pid, Signal::SIGINT);
+            interrupt(pid, &before);
             match wait_reply(&channel, None, id, Instant::now() + grace) {
                 Outcome::Reply(r) => finished(
                     Exit::Code { code: r.exit_code },
@@ -194,6 +194,18 @@ fn wait_reply(
             if matches!(nix::unistd::read(c.as_raw_fd(), &mut probe), Ok(0) | Err(_)) {
                 return Outcome::CallerGone;
             }
+        }
+    }
+}
+
+/// Sends SIGINT to the interpreter and to the processes this exec started
+/// below it (as Ctrl-C would to a terminal's foreground job), but not to
+/// processes left by earlier execs (a server started in the background).
+fn interrupt(pid: Pid, before: &HashSet<i32>) {
+    let _ = kill(pid, Signal::SIGINT);
+    for p in procfs::descendants(pid.as_raw()) {
+        if !before.contains(&p) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGINT);
         }
     }
 }
