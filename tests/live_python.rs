@@ -305,11 +305,31 @@ fn chdir_persists_and_shows_in_cwd() {
     finish(&sb, &id);
 }
 
+/// Host pids of processes whose environment holds `needle` (`NAME=VALUE`).
+fn procs_with_env(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn end_kills_the_interpreter_and_its_children() {
-    let Some((sb, id)) = python_session() else {
+    if !have_program("python3") {
+        eprintln!("skipped: python3 not installed");
         return;
-    };
+    }
+    let sb = Sandbox::new();
+    let mark = format!("DS_TEST_MARK={}", unique_sleep_arg());
+    let id = sb.start(&["--env", &mark, "python3"]);
     let marker = unique_sleep_arg();
     sb.exec(
         &id,
@@ -319,10 +339,17 @@ fn end_kills_the_interpreter_and_its_children() {
     // A background process outlives its exec, like in a shell session.
     let v = sb.exec(&id, "p.poll() is None");
     assert_eq!(out(&v), "True\n", "{v}");
+    // The interpreter itself runs with the session's environment.
+    let drivers = procs_with_marker("_ds_driver");
+    assert!(
+        procs_with_env(&mark).iter().any(|p| drivers.contains(p)),
+        "no interpreter found"
+    );
     finish(&sb, &id);
     assert!(
         wait_until(Duration::from_secs(5), || procs_with_marker(&marker)
-            .is_empty()),
+            .is_empty()
+            && procs_with_env(&mark).is_empty()),
         "the session's processes outlived end"
     );
 }
