@@ -143,6 +143,11 @@ fn sys_exit_sets_the_exit_code() {
     // sys.exit ends the exec, not the interpreter.
     let v = sb.exec(&id, "alive");
     assert_eq!(out(&v), "True\n", "{v}");
+    // The builtin exit() also closes sys.stdin; the next exec has one again.
+    let v = sb.exec(&id, "exit(4)");
+    assert_eq!(v["exit_code"], 4, "{v}");
+    let v = sb.exec(&id, "input()");
+    assert!(err(&v).contains("EOFError"), "{v}");
     assert!(!restarted(&v));
     finish(&sb, &id);
 }

@@ -116,6 +116,12 @@ def _ds_driver(channel_fd):
             show_exception(e, e.__traceback__)
             return 1
 
+    def reopen_stdin():
+        # The builtin exit() closes sys.stdin (and fd 0) before it raises
+        # SystemExit; later execs still expect an stdin at end-of-file.
+        if sys.stdin is None or sys.stdin.closed:
+            sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
+
     def flush():
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
@@ -148,6 +154,7 @@ def _ds_driver(channel_fd):
         code = b"".join(chunks).decode("utf-8", "replace")
 
         os.dup2(null, 0)
+        reopen_stdin()
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
