@@ -148,6 +148,9 @@ fn sys_exit_sets_the_exit_code() {
     assert_eq!(v["exit_code"], 4, "{v}");
     let v = sb.exec(&id, "input()");
     assert!(err(&v).contains("EOFError"), "{v}");
+    sb.exec(&id, "sys.stdout.close()");
+    let v = sb.exec(&id, "print('back')");
+    assert_eq!(out(&v), "back\n", "{v}");
     assert!(!restarted(&v));
     finish(&sb, &id);
 }

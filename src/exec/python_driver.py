@@ -116,11 +116,16 @@ def _ds_driver(channel_fd):
             show_exception(e, e.__traceback__)
             return 1
 
-    def reopen_stdin():
+    def reopen_std_streams():
         # The builtin exit() closes sys.stdin (and fd 0) before it raises
-        # SystemExit; later execs still expect an stdin at end-of-file.
+        # SystemExit, and code may close sys.stdout; later execs still expect
+        # the three streams on fds 0-2.
         if sys.stdin is None or sys.stdin.closed:
             sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
+        if sys.stdout is None or sys.stdout.closed:
+            sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, closefd=False)
+        if sys.stderr is None or sys.stderr.closed:
+            sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
 
     def flush():
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
@@ -154,9 +159,9 @@ def _ds_driver(channel_fd):
         code = b"".join(chunks).decode("utf-8", "replace")
 
         os.dup2(null, 0)
-        reopen_stdin()
         os.dup2(out, 1)
         os.dup2(err, 2)
+        reopen_std_streams()
         os.close(out)
         os.close(err)
         try:
