@@ -56,6 +56,12 @@ pub struct ExecResult {
     /// The saved working directory no longer existed; the command ran in the work dir.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cwd_reset: bool,
+    /// Live interpreter sessions only (always present there, absent for
+    /// others): the interpreter's state was lost, because this exec had to
+    /// kill it (timeout) or because it had died since the previous exec and
+    /// this exec ran in a fresh one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter_restarted: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -80,7 +86,7 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     let state = session.read_state()?;
 
     let (conn, jail_restarted) = connect_or_restart(&session, &profile)?;
-    let kind = ShellKind::of(&meta.command);
+    let kind = ShellKind::of_session(&meta.command, &meta.args);
     let started = Instant::now();
     let timeout = opts
         .timeout
@@ -108,7 +114,15 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         None => 137,
     };
     let mut new_state = state.clone();
-    if let Some(c) = captured {
+    if kind == ShellKind::Python {
+        // The interpreter keeps its own state; only its cwd is recorded, so
+        // that the JSON and a restarted interpreter start from it.
+        if let Some(cwd) = collected.cwd.clone().filter(|c| c.is_absolute()) {
+            new_state.cwd = cwd;
+        } else if collected.cwd_reset {
+            new_state.cwd = meta.work_dir.clone();
+        }
+    } else if let Some(c) = captured {
         // Other shells end with `exec env`, whose status is not the command's.
         if kind == ShellKind::Posix {
             exit_code = c.exit_code;
@@ -140,6 +154,10 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         None => Some("SIGKILL"),
         _ => None,
     };
+    // A rebuilt jail has a fresh interpreter too: its state is lost when an
+    // earlier exec had built some.
+    let interpreter_restarted = (kind == ShellKind::Python)
+        .then_some(collected.interpreter_restarted || (jail_restarted && meta.execution_count > 0));
     let (stdout, stdout_dropped) = collected.stdout.finish();
     let (stderr, stderr_dropped) = collected.stderr.finish();
     Ok(ExecResult {
@@ -155,6 +173,7 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         stderr_dropped_bytes: stderr_dropped,
         jail_restarted,
         cwd_reset: collected.cwd_reset,
+        interpreter_restarted,
         error: collected.error,
     })
 }
@@ -225,6 +244,20 @@ fn launch(
     let stdin: File;
     let mut extra: Vec<File> = Vec::new();
     let report = match kind {
+        ShellKind::Python => {
+            // fd 3 of the request is the code; the holder starts the
+            // interpreter from argv when none runs.
+            argv.extend([
+                "-u".to_string(),
+                "-c".to_string(),
+                shell::PYTHON_DRIVER.to_string(),
+                jail::INTERPRETER_FD.to_string(),
+            ]);
+            (&script).rewind()?;
+            stdin = File::open("/dev/null")?;
+            extra.push(script);
+            None
+        }
         ShellKind::Script => {
             argv.extend(meta.args.iter().cloned());
             (&script).rewind()?;
@@ -262,6 +295,7 @@ fn launch(
         fallback_cwd: meta.work_dir.clone(),
         timeout_ms: timeout.as_millis() as u64,
         kill_grace_ms: profile.limits.kill_grace_ms,
+        interpreter: kind == ShellKind::Python,
     };
     jail::spawn(conn, &req, &keep)?;
     let _ = session;
@@ -318,6 +352,10 @@ struct Collected {
     exit: Option<Exit>,
     timed_out: bool,
     cwd_reset: bool,
+    /// Live interpreter sessions: see [`ExecResult::interpreter_restarted`].
+    interpreter_restarted: bool,
+    /// Live interpreter sessions: the interpreter's cwd after the exec.
+    cwd: Option<PathBuf>,
     error: Option<String>,
 }
 
@@ -345,6 +383,8 @@ fn collect(
         exit: None,
         timed_out: false,
         cwd_reset: false,
+        interpreter_restarted: false,
+        cwd: None,
         error: None,
     };
     // The worker enforces the timeout; this backstop only covers a worker that
@@ -392,9 +432,19 @@ fn collect(
         if ready[0] {
             match jail::protocol::recv_json::<WorkerEvent>(conn) {
                 Ok(Some((WorkerEvent::Started { cwd_reset, .. }, _))) => c.cwd_reset = cwd_reset,
-                Ok(Some((WorkerEvent::Finished { exit, timed_out }, _))) => {
+                Ok(Some((
+                    WorkerEvent::Finished {
+                        exit,
+                        timed_out,
+                        interpreter_restarted,
+                        cwd,
+                    },
+                    _,
+                ))) => {
                     c.exit = Some(exit);
                     c.timed_out = timed_out;
+                    c.interpreter_restarted = interpreter_restarted;
+                    c.cwd = cwd;
                     break;
                 }
                 Ok(Some((WorkerEvent::Failed { message }, _))) => bail!("{message}"),

@@ -23,10 +23,17 @@ pub enum ShellKind {
     Bash,
     /// Other POSIX shells (sh, dash, zsh, ksh): env and cwd persist.
     Posix,
-    /// Anything else (python3, node, …): the script arrives on stdin; cwd and
-    /// env are those saved at start.
+    /// `python3` (or `python`, `python3.X`) without arguments: one live
+    /// interpreter per session runs every exec, so variables, imports and
+    /// `os.chdir` persist (see [`PYTHON_DRIVER`]).
+    Python,
+    /// Anything else (node, python3 with arguments, …): the script arrives on
+    /// stdin; cwd and env are those saved at start.
     Script,
 }
+
+/// The driver a live Python session runs (`python3 -u -c PYTHON_DRIVER 3`).
+pub const PYTHON_DRIVER: &str = include_str!("python_driver.py");
 
 impl ShellKind {
     pub fn of(program: &str) -> ShellKind {
@@ -34,9 +41,32 @@ impl ShellKind {
         match base {
             "bash" => ShellKind::Bash,
             "sh" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "yash" => ShellKind::Posix,
+            _ if is_python(base) => ShellKind::Python,
             _ => ShellKind::Script,
         }
     }
+
+    /// The kind of a session started as `program args…`. A Python started
+    /// with arguments (a script, `-m`, options) runs them once per exec as
+    /// before: a live interpreter would ignore them.
+    pub fn of_session(program: &str, args: &[String]) -> ShellKind {
+        match ShellKind::of(program) {
+            ShellKind::Python if !args.is_empty() => ShellKind::Script,
+            kind => kind,
+        }
+    }
+}
+
+/// `python`, `python3`, `python3.12`, …
+fn is_python(base: &str) -> bool {
+    let Some(version) = base.strip_prefix("python") else {
+        return false;
+    };
+    version.is_empty()
+        || version == "3"
+        || version
+            .strip_prefix("3.")
+            .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()))
 }
 
 const END_MARK: &str = "DS1-END";
@@ -152,7 +182,17 @@ mod tests {
         assert_eq!(ShellKind::of("bash"), ShellKind::Bash);
         assert_eq!(ShellKind::of("/usr/bin/bash"), ShellKind::Bash);
         assert_eq!(ShellKind::of("zsh"), ShellKind::Posix);
-        assert_eq!(ShellKind::of("python3"), ShellKind::Script);
+        assert_eq!(ShellKind::of("python3"), ShellKind::Python);
+        assert_eq!(ShellKind::of("/usr/bin/python3.11"), ShellKind::Python);
+        assert_eq!(ShellKind::of("python"), ShellKind::Python);
+        assert_eq!(ShellKind::of("python2"), ShellKind::Script);
+        assert_eq!(ShellKind::of("python3-config"), ShellKind::Script);
+        assert_eq!(ShellKind::of("node"), ShellKind::Script);
+        assert_eq!(
+            ShellKind::of_session("python3", &["-m".into(), "x".into()]),
+            ShellKind::Script
+        );
+        assert_eq!(ShellKind::of_session("python3", &[]), ShellKind::Python);
     }
 
     #[test]

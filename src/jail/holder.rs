@@ -4,13 +4,15 @@
 //! creates the session's namespaces, builds the root filesystem, drops every
 //! privilege, and then stays as PID 1 of the session's PID namespace: it
 //! reaps orphans and forks a [worker](super::worker) for each exec that
-//! connects to its control socket. When it dies, the kernel kills every
-//! process of the session.
+//! connects to its control socket. In a live interpreter session it also
+//! starts and keeps the interpreter (see [`interpreter`](super::interpreter)).
+//! When it dies, the kernel kills every process of the session.
 //!
 //! Start-up handshake on the status pipe (holder -> parent), one line each:
 //! `U` user namespace created (parent writes the id maps, then one byte on the
 //! sync pipe), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
 
+use super::interpreter::Interpreters;
 use super::{mounts, protocol, rlimits, worker, GoAhead};
 use crate::profile::{Isolation, Network, Profile};
 use anyhow::{anyhow, bail, Context, Result};
@@ -241,45 +243,70 @@ fn build_jail(profile: &Profile, parts: JailParts) -> Result<()> {
     Ok(())
 }
 
-/// Accepts exec connections and reaps orphans, forever.
+/// Accepts exec connections, answers their workers, and reaps orphans, forever.
+///
+/// Each worker gets a private channel back to the holder (a socketpair made
+/// before the fork) for what only the holder can do: start the session's live
+/// interpreter as its own child, and stop it.
 fn serve(
     listener: &UnixListener,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
 ) -> Result<()> {
+    let mut interpreters = Interpreters::default();
     loop {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigchld.as_fd(), PollFlags::POLLIN),
         ];
+        fds.extend(
+            interpreters
+                .channels()
+                .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
+        );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => bail!("poll: {e}"),
         }
-        if fds[1].any().unwrap_or(false) {
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[1] {
             while let Ok(Some(_)) = sigchld.read_signal() {}
-            reap_all();
+            reap_all(&mut interpreters);
         }
-        if fds[0].any().unwrap_or(false) {
+        interpreters.serve_ready(&ready[2..], limits);
+        if ready[0] {
             let Ok((conn, _)) = listener.accept() else {
+                continue;
+            };
+            let Ok((ours, theirs)) = UnixStream::pair() else {
+                drop(conn);
                 continue;
             };
             // SAFETY: the holder is single-threaded, so the child may run
             // ordinary Rust code (the worker) after fork.
             match unsafe { fork() } {
-                Ok(ForkResult::Child) => worker::run(conn, sigchld, limits),
-                Ok(ForkResult::Parent { .. }) => drop(conn),
+                Ok(ForkResult::Child) => {
+                    drop(ours);
+                    worker::run(conn, theirs, sigchld, limits)
+                }
+                Ok(ForkResult::Parent { .. }) => {
+                    drop(conn);
+                    drop(theirs);
+                    interpreters.add_worker(ours);
+                }
                 Err(_) => drop(conn),
             }
         }
     }
 }
 
-fn reap_all() {
+fn reap_all(interpreters: &mut Interpreters) {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
             break;
         }
+        interpreters.reaped(status);
     }
 }

@@ -14,6 +14,8 @@ pub mod caps;
 pub mod cgroup;
 pub mod holder;
 pub mod idmap;
+pub mod interpreter;
+pub mod live;
 pub mod mounts;
 pub mod net;
 pub mod probe;
@@ -39,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use protocol::{Exit, SpawnRequest, WorkerEvent};
+pub use protocol::{Exit, SpawnRequest, WorkerEvent, INTERPRETER_FD};
 
 /// Where `$HOME` is inside a jail.
 pub const JAIL_HOME: &str = "/home/user";

@@ -5,6 +5,10 @@
 //!
 //! The socket lives in the session directory, which the jail cannot see, so
 //! jailed code can neither reach nor spoof this channel.
+//!
+//! The same framing serves two private socketpairs inside the jail: a
+//! worker's channel to the holder ([`HolderAsk`], [`HolderReply`]) and the
+//! channel to a live interpreter (see [`live`](super::live)).
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
@@ -29,7 +33,15 @@ pub struct SpawnRequest {
     pub fallback_cwd: PathBuf,
     pub timeout_ms: u64,
     pub kill_grace_ms: u64,
+    /// Send the code (fd 3) to the session's live interpreter instead of
+    /// running `argv`; `argv` then says how to start the interpreter when
+    /// none is running (it receives its channel as fd [`INTERPRETER_FD`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interpreter: bool,
 }
+
+/// The descriptor number of a live interpreter's channel to the holder.
+pub const INTERPRETER_FD: RawFd = 3;
 
 /// How the command's main process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +55,58 @@ pub enum Exit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    Started { pid: i32, cwd_reset: bool },
-    Finished { exit: Exit, timed_out: bool },
-    Failed { message: String },
+    Started {
+        pid: i32,
+        cwd_reset: bool,
+    },
+    Finished {
+        exit: Exit,
+        timed_out: bool,
+        /// Live interpreter sessions: the interpreter had to be killed, or
+        /// this exec ran in a fresh one because the previous one was lost.
+        #[serde(default)]
+        interpreter_restarted: bool,
+        /// Live interpreter sessions: its working directory after the exec.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<PathBuf>,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// What a worker asks of the holder, on the private channel the holder made
+/// for it before forking it (only the holder can fork processes that outlive
+/// an exec as its own children).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum HolderAsk {
+    /// The channel to the live interpreter, started from `request` if none runs.
+    Interpreter { request: SpawnRequest },
+    /// Kill the interpreter `pid` and report how it ended. `reported`: the
+    /// worker tells its caller that the interpreter was lost, so the next
+    /// exec need not say it again.
+    Stop { pid: i32, reported: bool },
+}
+
+/// The holder's answers to [`HolderAsk`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum HolderReply {
+    /// The interpreter's channel is attached.
+    Interpreter {
+        pid: i32,
+        /// A new interpreter replaces one that was lost without anyone saying so.
+        restarted: bool,
+        /// It was started in the fallback directory (the saved cwd is gone).
+        cwd_reset: bool,
+    },
+    Stopped {
+        exit: Exit,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// Sends one frame, attaching `fds` to its first byte.
@@ -163,6 +224,7 @@ mod tests {
             fallback_cwd: "/".into(),
             timeout_ms: 5,
             kill_grace_ms: 1,
+            interpreter: false,
         };
         let body = serde_json::to_vec(&req).unwrap();
         send_frame(&a, &body, &[r.as_raw_fd()]).unwrap();
@@ -178,8 +240,26 @@ mod tests {
         let text = serde_json::to_string(&WorkerEvent::Finished {
             exit: Exit::Code { code: 3 },
             timed_out: false,
+            interpreter_restarted: false,
+            cwd: None,
         })
         .unwrap();
         assert!(text.contains("\"event\":\"finished\""), "{text}");
+    }
+
+    #[test]
+    fn older_finished_events_still_parse() {
+        let e: WorkerEvent = serde_json::from_str(
+            r#"{"event":"finished","exit":{"kind":"code","code":0},"timed_out":false}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            WorkerEvent::Finished {
+                interpreter_restarted: false,
+                cwd: None,
+                ..
+            }
+        ));
     }
 }

@@ -23,10 +23,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Runs one exec for the connection `conn` and exits the process.
-pub fn run(conn: UnixStream, sigchld: &SignalFd, limits: &[rlimits::RlimitStep]) -> ! {
+///
+/// `holder` is this worker's private channel to the holder (see
+/// [`HolderAsk`](super::protocol::HolderAsk)).
+pub fn run(
+    conn: UnixStream,
+    holder: UnixStream,
+    sigchld: &SignalFd,
+    limits: &[rlimits::RlimitStep],
+) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let code = match serve(&conn, sigchld, limits) {
+    let code = match serve(&conn, &holder, sigchld, limits) {
         Ok(()) => 0,
         Err(message) => {
             let _ = protocol::send_json(&conn, &WorkerEvent::Failed { message });
@@ -39,6 +47,7 @@ pub fn run(conn: UnixStream, sigchld: &SignalFd, limits: &[rlimits::RlimitStep])
 
 fn serve(
     conn: &UnixStream,
+    holder: &UnixStream,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
 ) -> Result<(), String> {
@@ -49,6 +58,9 @@ fn serve(
     };
     if fds.len() < 3 {
         return Err("request without stdin, stdout and stderr".into());
+    }
+    if req.interpreter {
+        return super::live::serve(conn, holder, &req, fds);
     }
     let cwd_reset = !Path::new(&req.cwd).is_dir();
     let cwd = if cwd_reset {
@@ -88,6 +100,8 @@ fn serve(
                 &WorkerEvent::Finished {
                     exit,
                     timed_out: true,
+                    interpreter_restarted: false,
+                    cwd: None,
                 },
             );
             return Ok(());
@@ -113,6 +127,8 @@ fn serve(
                     &WorkerEvent::Finished {
                         exit,
                         timed_out: false,
+                        interpreter_restarted: false,
+                        cwd: None,
                     },
                 );
                 return Ok(());
@@ -134,7 +150,7 @@ fn serve(
 }
 
 /// Everything the child needs, built before fork.
-struct Prepared {
+pub(super) struct Prepared {
     program: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
@@ -142,7 +158,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(program: &Path, req: &SpawnRequest, cwd: &Path) -> Result<Prepared, String> {
+    pub(super) fn new(program: &Path, req: &SpawnRequest, cwd: &Path) -> Result<Prepared, String> {
         let c = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
         Ok(Prepared {
             program: c(&program.to_string_lossy())?,
@@ -154,7 +170,7 @@ impl Prepared {
 }
 
 /// Finds argv[0] on the request's PATH, as the jail sees the filesystem.
-fn resolve_program(req: &SpawnRequest) -> Result<PathBuf, String> {
+pub(super) fn resolve_program(req: &SpawnRequest) -> Result<PathBuf, String> {
     let name = req.argv.first().ok_or("empty command")?;
     if name.contains('/') {
         return Ok(PathBuf::from(name));
@@ -177,7 +193,7 @@ fn resolve_program(req: &SpawnRequest) -> Result<PathBuf, String> {
 }
 
 /// The forked child: put the descriptors in place, apply limits, exec.
-fn exec_command(p: &Prepared, fds: &[OwnedFd], limits: &[rlimits::RlimitStep]) -> ! {
+pub(super) fn exec_command(p: &Prepared, fds: &[OwnedFd], limits: &[rlimits::RlimitStep]) -> ! {
     // SAFETY: only syscalls on descriptors we hold and on prepared C strings;
     // the process image is replaced by execve or left with _exit.
     unsafe {

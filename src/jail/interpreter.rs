@@ -1,0 +1,308 @@
+//! The holder's side of live interpreter sessions (`start python3`).
+//!
+//! The interpreter must outlive each exec, so the holder (not a worker, which
+//! exits after its exec) forks it as its own child, lazily, when a worker asks
+//! for it. The holder keeps one end of a socketpair whose other end is the
+//! interpreter's fd [`INTERPRETER_FD`]: no path in any filesystem leads to
+//! that channel, so jailed code outside the interpreter cannot reach it.
+//!
+//! The holder also keeps the account that `interpreter_restarted` needs: an
+//! interpreter that died without a worker telling its caller (a crash, an
+//! out-of-memory kill) makes the next start a *restart*.
+
+use super::protocol::{self, Exit, HolderAsk, HolderReply, SpawnRequest, INTERPRETER_FD};
+use super::{rlimits, worker};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// One running (or exited but not yet replaced) interpreter.
+struct Live {
+    pid: Pid,
+    /// The holder's end of the channel.
+    channel: UnixStream,
+    /// Set once the holder has reaped it.
+    exit: Option<Exit>,
+}
+
+/// A worker waiting for the lease, and what it asked with.
+struct Waiting {
+    id: u64,
+    request: SpawnRequest,
+    stdio: Vec<OwnedFd>,
+}
+
+/// A worker's private channel to the holder.
+struct WorkerChannel {
+    id: u64,
+    chan: UnixStream,
+}
+
+/// The interpreter of a session and the workers that may ask for it, as the
+/// holder tracks them.
+///
+/// Only one worker at a time holds the interpreter (the *lease*): execs are
+/// serialized by the session's lock, but a worker whose caller was killed may
+/// still be interrupting the interpreter when the next exec arrives, and two
+/// workers reading one channel would take each other's replies (or tear each
+/// other's frames). A worker that asks while another holds the lease gets its
+/// answer when that worker exits.
+#[derive(Default)]
+pub struct Interpreters {
+    current: Option<Live>,
+    /// Whether an interpreter was ever started in this jail.
+    started_before: bool,
+    /// The last one was killed by a worker that told its caller so.
+    loss_reported: bool,
+    workers: Vec<WorkerChannel>,
+    next_id: u64,
+    /// The worker that holds the interpreter.
+    lease: Option<u64>,
+    /// Workers waiting for the lease, oldest first, with their requests.
+    waiting: VecDeque<Waiting>,
+}
+
+impl Interpreters {
+    /// Called for every child the holder reaps.
+    pub fn reaped(&mut self, status: WaitStatus) {
+        let (pid, exit) = match status {
+            WaitStatus::Exited(pid, code) => (pid, Exit::Code { code }),
+            WaitStatus::Signaled(pid, sig, _) => (pid, Exit::Signal { signal: sig as i32 }),
+            _ => return,
+        };
+        if let Some(live) = self.current.as_mut().filter(|l| l.pid == pid) {
+            live.exit = Some(exit);
+        }
+    }
+
+    /// Remembers the holder's end of a new worker's channel.
+    pub fn add_worker(&mut self, chan: UnixStream) {
+        self.next_id += 1;
+        self.workers.push(WorkerChannel {
+            id: self.next_id,
+            chan,
+        });
+    }
+
+    /// The worker channels, in the order `serve_ready` expects readiness.
+    pub fn channels(&self) -> impl Iterator<Item = &UnixStream> {
+        self.workers.iter().map(|w| &w.chan)
+    }
+
+    /// Answers the workers whose channels are readable (`ready[i]` for the
+    /// i-th of [`channels`](Self::channels)), forgets those that have gone,
+    /// and hands a released lease to the next waiting worker.
+    pub fn serve_ready(&mut self, ready: &[bool], limits: &[rlimits::RlimitStep]) {
+        let ids: Vec<u64> = self
+            .workers
+            .iter()
+            .zip(ready)
+            .filter(|(_, &r)| r)
+            .map(|(w, _)| w.id)
+            .collect();
+        for id in ids {
+            if !self.answer(id, limits) {
+                self.forget(id);
+            }
+        }
+        while self.lease.is_none() {
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            if !self.grant(w.id, &w.request, w.stdio, limits) {
+                self.forget(w.id);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.workers.retain(|w| w.id != id);
+        self.waiting.retain(|w| w.id != id);
+        if self.lease == Some(id) {
+            self.lease = None;
+        }
+    }
+
+    fn chan(&self, id: u64) -> Option<&UnixStream> {
+        self.workers.iter().find(|w| w.id == id).map(|w| &w.chan)
+    }
+
+    /// Reads and answers one question of worker `id`. False when the worker
+    /// has gone (EOF or a broken message).
+    fn answer(&mut self, id: u64, limits: &[rlimits::RlimitStep]) -> bool {
+        let Some(chan) = self.chan(id) else {
+            return false;
+        };
+        let (ask, stdio) = match protocol::recv_json::<HolderAsk>(chan) {
+            Ok(Some(asked)) => asked,
+            Ok(None) | Err(_) => return false,
+        };
+        match ask {
+            HolderAsk::Interpreter { request } => {
+                if self.lease.is_some_and(|l| l != id) {
+                    self.waiting.push_back(Waiting { id, request, stdio });
+                    return true;
+                }
+                self.grant(id, &request, stdio, limits)
+            }
+            HolderAsk::Stop { pid, reported } => {
+                let reply = if self.lease == Some(id) {
+                    self.stop(Pid::from_raw(pid), reported)
+                } else {
+                    HolderReply::Failed {
+                        message: "this worker does not hold the interpreter".into(),
+                    }
+                };
+                self.reply(id, &reply, None)
+            }
+        }
+    }
+
+    /// Gives worker `id` the interpreter's channel (starting one if needed,
+    /// with `stdio`, the exec's stdin, stdout and stderr, as its fds 0-2).
+    fn grant(
+        &mut self,
+        id: u64,
+        request: &SpawnRequest,
+        stdio: Vec<OwnedFd>,
+        limits: &[rlimits::RlimitStep],
+    ) -> bool {
+        match self.channel_for(request, stdio, limits) {
+            Ok((reply, fd)) => {
+                self.lease = Some(id);
+                self.reply(id, &reply, Some(fd))
+            }
+            Err(message) => self.reply(id, &HolderReply::Failed { message }, None),
+        }
+    }
+
+    fn reply(&self, id: u64, reply: &HolderReply, fd: Option<OwnedFd>) -> bool {
+        let (Some(chan), Ok(body)) = (self.chan(id), serde_json::to_vec(reply)) else {
+            return false;
+        };
+        let raw: Vec<_> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        protocol::send_frame(chan, &body, &raw).is_ok()
+    }
+
+    /// The running interpreter's channel, starting one first if needed.
+    fn channel_for(
+        &mut self,
+        request: &SpawnRequest,
+        stdio: Vec<OwnedFd>,
+        limits: &[rlimits::RlimitStep],
+    ) -> Result<(HolderReply, OwnedFd), String> {
+        if let Some(live) = self.current.as_mut() {
+            if live.exit.is_none() {
+                // SIGCHLD may not have been handled yet: ask the kernel.
+                match waitpid(live.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {
+                        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+                        let reply = HolderReply::Interpreter {
+                            pid: live.pid.as_raw(),
+                            restarted: false,
+                            cwd_reset: false,
+                        };
+                        return Ok((reply, fd.into()));
+                    }
+                    Ok(status) => self.reaped(status),
+                    Err(_) => {}
+                }
+            }
+        }
+        let restarted = self.started_before && !self.loss_reported;
+        let (live, cwd_reset) = spawn(request, stdio, limits)?;
+        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+        let reply = HolderReply::Interpreter {
+            pid: live.pid.as_raw(),
+            restarted,
+            cwd_reset,
+        };
+        self.current = Some(live);
+        self.started_before = true;
+        self.loss_reported = false;
+        Ok((reply, fd.into()))
+    }
+
+    /// Kills the interpreter `pid` (if it is ours and still runs) and waits for it.
+    fn stop(&mut self, pid: Pid, reported: bool) -> HolderReply {
+        let Some(live) = self.current.take().filter(|l| l.pid == pid) else {
+            return HolderReply::Failed {
+                message: format!("process {pid} is not the session's interpreter"),
+            };
+        };
+        let exit = match live.exit {
+            Some(exit) => exit,
+            None => {
+                let _ = kill(pid, Signal::SIGKILL);
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => Exit::Code { code },
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Exit::Signal { signal: sig as i32 },
+                    _ => Exit::Signal {
+                        signal: libc::SIGKILL,
+                    },
+                }
+            }
+        };
+        self.loss_reported = reported;
+        HolderReply::Stopped { exit }
+    }
+}
+
+/// Forks and executes the interpreter with its channel on [`INTERPRETER_FD`]
+/// and fds 0-2 on `stdio` (the first exec's stdin, stdout and stderr, so that
+/// a failure to start shows in that exec's output; the driver points them at
+/// /dev/null after each exec), or /dev/null when not given.
+fn spawn(
+    request: &SpawnRequest,
+    stdio: Vec<OwnedFd>,
+    limits: &[rlimits::RlimitStep],
+) -> Result<(Live, bool), String> {
+    let cwd_reset = !Path::new(&request.cwd).is_dir();
+    let cwd = if cwd_reset {
+        &request.fallback_cwd
+    } else {
+        &request.cwd
+    };
+    let program = worker::resolve_program(request)?;
+    let prepared = worker::Prepared::new(&program, request, cwd)?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| format!("cannot make the interpreter's channel: {e}"))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null in the jail: {e}"))?;
+    let null: OwnedFd = null.into();
+    let mut fds = Vec::with_capacity(INTERPRETER_FD as usize + 1);
+    if stdio.len() == INTERPRETER_FD as usize {
+        fds.extend(stdio);
+    } else {
+        for _ in 0..INTERPRETER_FD {
+            fds.push(null.try_clone().map_err(|e| e.to_string())?);
+        }
+    }
+    fds.push(theirs.into());
+    // SAFETY: the holder is single-threaded, so the child may run ordinary
+    // code until it executes the interpreter.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("cannot fork the interpreter: {e}")),
+        Ok(ForkResult::Child) => worker::exec_command(&prepared, &fds, limits),
+        Ok(ForkResult::Parent { child }) => {
+            // `fds` (the interpreter's end among them) are closed here, so the
+            // channel reaches EOF as soon as the interpreter is gone.
+            drop(fds);
+            Ok((
+                Live {
+                    pid: child,
+                    channel: ours,
+                    exit: None,
+                },
+                cwd_reset,
+            ))
+        }
+    }
+}
