@@ -142,10 +142,10 @@ fn child_output_and_stderr_are_captured() {
     assert_eq!(out(&v), "hi\nraw\n", "{v}");
     assert_eq!(err(&v), "oops\nto stderr\n", "{v}");
     // Large output passes through the relay whole.
-    let v = sb.exec(&id, "process.stdout.write('x'.repeat(300000)); 'done'");
+    let v = sb.exec(&id, "process.stdout.write('x'.repeat(900000)); 'done'");
     assert_eq!(
         out(&v).len(),
-        300000 + "'done'\n".len(),
+        900000 + "'done'\n".len(),
         "{}",
         v["exit_code"]
     );

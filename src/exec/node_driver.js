@@ -7,9 +7,10 @@
 // ({"id": N, "nonce": "…", "exit_code": C, "cwd": "/now"}). Node cannot
 // receive descriptors nor dup2, so unlike the Python driver the exec's pipes
 // never reach this process: fds 1 and 2 are pipes the holder made when it
-// started node, and the worker of the running exec copies from them. Writes
-// of node to pipes are synchronous on Linux, so when the reply is written,
-// everything the code printed is already in those pipes. Printed text never
+// started node, and the worker of the running exec copies from them. Node
+// writes to a pipe at once while it has room and queues the rest, so the
+// reply waits until process.stdout and process.stderr have nothing queued:
+// then everything the code printed is in those pipes. Printed text never
 // reaches fd 3, so it cannot fake a result.
 //
 // The code runs with vm.Script#runInThisContext({breakOnSigint: true}): the
@@ -41,6 +42,22 @@
 
   process.on('SIGINT', () => {});
 
+  // The streams as node made them (code may replace process.stdout).
+  const stdout = process.stdout;
+  const stderr = process.stderr;
+
+  // Calls `done` once both streams have handed all their data to the pipes
+  // (the worker empties them meanwhile). A destroyed stream has nothing left
+  // to hand over.
+  function whenFlushed(done) {
+    const queued = (s) => !s.destroyed && s.writableLength > 0;
+    if (!queued(stdout) && !queued(stderr)) {
+      done();
+      return;
+    }
+    setTimeout(() => whenFlushed(done), 1);
+  }
+
   function show(err) {
     try {
       if (err instanceof ExitRequest) return;
@@ -54,7 +71,7 @@
       } else {
         text = 'Uncaught ' + util.inspect(err);
       }
-      process.stderr.write(text + '\n');
+      stderr.write(text + '\n');
     } catch (_) {
       // Output that cannot be written is lost, the session is not.
     }
@@ -84,7 +101,7 @@
     try {
       const value = script.runInThisContext({ breakOnSigint: true, displayErrors: true });
       if (value !== undefined) {
-        process.stdout.write(util.inspect(value) + '\n');
+        stdout.write(util.inspect(value) + '\n');
       }
       return 0;
     } catch (err) {
@@ -132,13 +149,15 @@
     let status = run(typeof request.code === 'string' ? request.code : '');
     // Let promise callbacks and process.nextTick of this exec run (and print)
     // before the reply; a process.exit() among them still counts.
-    setImmediate(() => {
-      if (exitCode !== null) status = exitCode;
-      else if (asyncFailed && status === 0) status = 1;
-      reply(request, status);
-      busy = false;
-      next();
-    });
+    setImmediate(() =>
+      whenFlushed(() => {
+        if (exitCode !== null) status = exitCode;
+        else if (asyncFailed && status === 0) status = 1;
+        reply(request, status);
+        busy = false;
+        next();
+      })
+    );
   }
 
   channel.on('data', (chunk) => {
