@@ -362,6 +362,22 @@ fn end_kills_node_and_its_children() {
 }
 
 #[test]
+fn node_starts_under_the_strictest_memory_limit() {
+    if !have_node() {
+        return;
+    }
+    // V8 reserves much address space; the untrusted profile allows 1 GiB.
+    let sb = Sandbox::new();
+    let id = sb.start(&["--profile", "untrusted", "node"]);
+    let v = sb.exec(&id, "var n = 20;");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let v = sb.exec(&id, "n + 1");
+    assert_eq!(out(&v), "21\n", "{v}");
+    assert!(!restarted(&v), "{v}");
+    finish(&sb, &id);
+}
+
+#[test]
 fn node_with_arguments_runs_each_exec_afresh() {
     if !have_node() {
         return;
