@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 struct DriverRequest {
     id: u64,
     /// `output_pipes` drivers: a secret of this exec that the reply must
-    /// echo. Their channel leaks into the processes they start, which could
-    /// otherwise forge a reply.
+    /// echo. Node cannot mark its channel close-on-exec, and code can hand it
+    /// to processes it starts (`stdio: [.., 3]`), which could otherwise forge
+    /// a reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<String>,
     /// `output_pipes` drivers: the code itself (they cannot receive the memfd).
