@@ -114,7 +114,7 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         None => 137,
     };
     let mut new_state = state.clone();
-    if kind == ShellKind::Python {
+    if kind.is_live() {
         // The interpreter keeps its own state; only its cwd is recorded, so
         // that the JSON and a restarted interpreter start from it.
         if let Some(cwd) = collected.cwd.clone().filter(|c| c.is_absolute()) {
@@ -156,7 +156,8 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     };
     // A rebuilt jail has a fresh interpreter too: its state is lost when an
     // earlier exec had built some.
-    let interpreter_restarted = (kind == ShellKind::Python)
+    let interpreter_restarted = kind
+        .is_live()
         .then_some(collected.interpreter_restarted || (jail_restarted && meta.execution_count > 0));
     let (stdout, stdout_dropped) = collected.stdout.finish();
     let (stderr, stderr_dropped) = collected.stderr.finish();
@@ -258,6 +259,15 @@ fn launch(
             extra.push(script);
             None
         }
+        ShellKind::Node => {
+            // Node cannot receive descriptors: the worker reads the code from
+            // fd 3 of the request and sends its text to the driver.
+            argv.extend(["-e".to_string(), shell::NODE_DRIVER.to_string()]);
+            (&script).rewind()?;
+            stdin = File::open("/dev/null")?;
+            extra.push(script);
+            None
+        }
         ShellKind::Script => {
             argv.extend(meta.args.iter().cloned());
             (&script).rewind()?;
@@ -295,7 +305,8 @@ fn launch(
         fallback_cwd: meta.work_dir.clone(),
         timeout_ms: timeout.as_millis() as u64,
         kill_grace_ms: profile.limits.kill_grace_ms,
-        interpreter: kind == ShellKind::Python,
+        interpreter: kind.is_live(),
+        output_pipes: kind == ShellKind::Node,
     };
     jail::spawn(conn, &req, &keep)?;
     let _ = session;

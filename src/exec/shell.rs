@@ -27,13 +27,20 @@ pub enum ShellKind {
     /// interpreter per session runs every exec, so variables, imports and
     /// `os.chdir` persist (see [`PYTHON_DRIVER`]).
     Python,
-    /// Anything else (node, python3 with arguments, …): the script arrives on
+    /// `node` (or `nodejs`) without arguments: one live node per session runs
+    /// every exec, so variables, functions, `globalThis`, required modules and
+    /// `process.chdir` persist (see [`NODE_DRIVER`]).
+    Node,
+    /// Anything else (node or python3 with arguments, …): the script arrives on
     /// stdin; cwd and env are those saved at start.
     Script,
 }
 
 /// The driver a live Python session runs (`python3 -u -c PYTHON_DRIVER 3`).
 pub const PYTHON_DRIVER: &str = include_str!("python_driver.py");
+
+/// The driver a live node session runs (`node -e NODE_DRIVER`).
+pub const NODE_DRIVER: &str = include_str!("node_driver.js");
 
 impl ShellKind {
     pub fn of(program: &str) -> ShellKind {
@@ -42,18 +49,24 @@ impl ShellKind {
             "bash" => ShellKind::Bash,
             "sh" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "yash" => ShellKind::Posix,
             _ if is_python(base) => ShellKind::Python,
+            "node" | "nodejs" => ShellKind::Node,
             _ => ShellKind::Script,
         }
     }
 
-    /// The kind of a session started as `program args…`. A Python started
-    /// with arguments (a script, `-m`, options) runs them once per exec as
-    /// before: a live interpreter would ignore them.
+    /// The kind of a session started as `program args…`. A Python or node
+    /// started with arguments (a script, `-m`, options) runs them once per
+    /// exec as before: a live interpreter would ignore them.
     pub fn of_session(program: &str, args: &[String]) -> ShellKind {
         match ShellKind::of(program) {
-            ShellKind::Python if !args.is_empty() => ShellKind::Script,
+            kind if kind.is_live() && !args.is_empty() => ShellKind::Script,
             kind => kind,
         }
+    }
+
+    /// One interpreter per session runs every exec (Python, node).
+    pub fn is_live(self) -> bool {
+        matches!(self, ShellKind::Python | ShellKind::Node)
     }
 }
 
@@ -187,12 +200,19 @@ mod tests {
         assert_eq!(ShellKind::of("python"), ShellKind::Python);
         assert_eq!(ShellKind::of("python2"), ShellKind::Script);
         assert_eq!(ShellKind::of("python3-config"), ShellKind::Script);
-        assert_eq!(ShellKind::of("node"), ShellKind::Script);
+        assert_eq!(ShellKind::of("node"), ShellKind::Node);
         assert_eq!(
             ShellKind::of_session("python3", &["-m".into(), "x".into()]),
             ShellKind::Script
         );
         assert_eq!(ShellKind::of_session("python3", &[]), ShellKind::Python);
+        assert_eq!(ShellKind::of("/usr/bin/node"), ShellKind::Node);
+        assert_eq!(ShellKind::of("nodejs"), ShellKind::Node);
+        assert_eq!(ShellKind::of("node-gyp"), ShellKind::Script);
+        assert_eq!(
+            ShellKind::of_session("node", &["app.js".into()]),
+            ShellKind::Script
+        );
     }
 
     #[test]

@@ -264,6 +264,13 @@ fn serve(
                 .channels()
                 .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
         );
+        let channels = fds.len();
+        fds.extend(
+            interpreters
+                .idle_output()
+                .into_iter()
+                .map(|f| PollFd::new(f, PollFlags::POLLIN)),
+        );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -275,7 +282,9 @@ fn serve(
             while let Ok(Some(_)) = sigchld.read_signal() {}
             reap_all(&mut interpreters);
         }
-        interpreters.serve_ready(&ready[2..], limits);
+        // Before serve_ready, which may lend the pipes to a worker.
+        interpreters.drain_idle(&ready[channels..]);
+        interpreters.serve_ready(&ready[2..channels], limits);
         if ready[0] {
             let Ok((conn, _)) = listener.accept() else {
                 continue;

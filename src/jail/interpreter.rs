@@ -6,6 +6,13 @@
 //! interpreter's fd [`INTERPRETER_FD`]: no path in any filesystem leads to
 //! that channel, so jailed code outside the interpreter cannot reach it.
 //!
+//! An interpreter that cannot take the exec's descriptors over its channel
+//! (node: no dup2, no `SCM_RIGHTS`) gets pipes of the holder as its fds 1 and
+//! 2 instead. The holder keeps their read ends: it lends copies to the worker
+//! that holds the lease, which relays them into its exec's pipes, and drains
+//! and drops what arrives while no worker holds the lease (timers firing
+//! between execs), so that node never blocks on a full pipe.
+//!
 //! The holder also keeps the account that `interpreter_restarted` needs: an
 //! interpreter that died without a worker telling its caller (a crash, an
 //! out-of-memory kill) makes the next start a *restart*.
@@ -16,7 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -27,6 +34,9 @@ struct Live {
     channel: UnixStream,
     /// Set once the holder has reaped it.
     exit: Option<Exit>,
+    /// Read ends (non-blocking) of its stdout and stderr pipes, for
+    /// `output_pipes` interpreters; `None` once at EOF.
+    output: [Option<OwnedFd>; 2],
 }
 
 /// A worker waiting for the lease, and what it asked with.
@@ -119,6 +129,37 @@ impl Interpreters {
         }
     }
 
+    /// The output pipes to drain while no worker holds the lease.
+    pub fn idle_output(&self) -> Vec<BorrowedFd<'_>> {
+        match (&self.current, self.lease) {
+            (Some(live), None) => live.output.iter().flatten().map(|f| f.as_fd()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Reads and drops what the interpreter printed between execs (`ready[i]`
+    /// for the i-th of [`idle_output`](Self::idle_output), which must not
+    /// have changed since). A pipe at EOF is closed, so it does not wake the
+    /// holder again.
+    pub fn drain_idle(&mut self, ready: &[bool]) {
+        if self.lease.is_some() {
+            return;
+        }
+        let Some(live) = self.current.as_mut() else {
+            return;
+        };
+        let mut i = 0;
+        for slot in live.output.iter_mut() {
+            let Some(fd) = slot.as_ref() else {
+                continue;
+            };
+            if ready.get(i).copied().unwrap_or(false) && drain(fd) {
+                *slot = None;
+            }
+            i += 1;
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         self.workers.retain(|w| w.id != id);
         self.waiting.retain(|w| w.id != id);
@@ -157,7 +198,7 @@ impl Interpreters {
                         message: "this worker does not hold the interpreter".into(),
                     }
                 };
-                self.reply(id, &reply, None)
+                self.reply(id, &reply, Vec::new())
             }
         }
     }
@@ -172,41 +213,43 @@ impl Interpreters {
         limits: &[rlimits::RlimitStep],
     ) -> bool {
         match self.channel_for(request, stdio, limits) {
-            Ok((reply, fd)) => {
+            Ok((reply, fds)) => {
                 self.lease = Some(id);
-                self.reply(id, &reply, Some(fd))
+                self.reply(id, &reply, fds)
             }
-            Err(message) => self.reply(id, &HolderReply::Failed { message }, None),
+            Err(message) => self.reply(id, &HolderReply::Failed { message }, Vec::new()),
         }
     }
 
-    fn reply(&self, id: u64, reply: &HolderReply, fd: Option<OwnedFd>) -> bool {
+    fn reply(&self, id: u64, reply: &HolderReply, fds: Vec<OwnedFd>) -> bool {
         let (Some(chan), Ok(body)) = (self.chan(id), serde_json::to_vec(reply)) else {
             return false;
         };
-        let raw: Vec<_> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
         protocol::send_frame(chan, &body, &raw).is_ok()
     }
 
-    /// The running interpreter's channel, starting one first if needed.
+    /// The running interpreter's channel (and output pipes), starting one
+    /// first if needed.
     fn channel_for(
         &mut self,
         request: &SpawnRequest,
         stdio: Vec<OwnedFd>,
         limits: &[rlimits::RlimitStep],
-    ) -> Result<(HolderReply, OwnedFd), String> {
+    ) -> Result<(HolderReply, Vec<OwnedFd>), String> {
         if let Some(live) = self.current.as_mut() {
             if live.exit.is_none() {
                 // SIGCHLD may not have been handled yet: ask the kernel.
                 match waitpid(live.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => {
-                        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+                        let (output, fds) = live.lend()?;
                         let reply = HolderReply::Interpreter {
                             pid: live.pid.as_raw(),
+                            output,
                             restarted: false,
                             cwd_reset: false,
                         };
-                        return Ok((reply, fd.into()));
+                        return Ok((reply, fds));
                     }
                     Ok(status) => self.reaped(status),
                     Err(_) => {}
@@ -215,16 +258,17 @@ impl Interpreters {
         }
         let restarted = self.started_before && !self.loss_reported;
         let (live, cwd_reset) = spawn(request, stdio, limits)?;
-        let fd = live.channel.try_clone().map_err(|e| e.to_string())?;
+        let (output, fds) = live.lend()?;
         let reply = HolderReply::Interpreter {
             pid: live.pid.as_raw(),
+            output,
             restarted,
             cwd_reset,
         };
         self.current = Some(live);
         self.started_before = true;
         self.loss_reported = false;
-        Ok((reply, fd.into()))
+        Ok((reply, fds))
     }
 
     /// Kills the interpreter `pid` (if it is ours and still runs) and waits for it.
@@ -252,10 +296,58 @@ impl Interpreters {
     }
 }
 
+impl Live {
+    /// Copies of the channel and of the open output pipes for a worker, and
+    /// which streams (1, 2) those pipes are.
+    fn lend(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let lent = |e: std::io::Error| format!("cannot lend the interpreter's descriptors: {e}");
+        let mut fds: Vec<OwnedFd> = vec![self.channel.try_clone().map_err(lent)?.into()];
+        let mut streams = Vec::new();
+        for (stream, fd) in (1u8..).zip(&self.output) {
+            if let Some(fd) = fd {
+                fds.push(fd.try_clone().map_err(lent)?);
+                streams.push(stream);
+            }
+        }
+        Ok((streams, fds))
+    }
+}
+
+/// Reads a non-blocking pipe until it is empty. True at EOF.
+fn drain(fd: &OwnedFd) -> bool {
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => return true,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Pipes for the interpreter's fds 1 and 2: (read ends, non-blocking, for the
+/// holder; write ends for the interpreter).
+fn output_pipes() -> Result<([Option<OwnedFd>; 2], [OwnedFd; 2]), String> {
+    let pipe = || -> Result<(OwnedFd, OwnedFd), String> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot make the interpreter's output pipes: {e}"))?;
+        nix::fcntl::fcntl(
+            r.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("cannot make the interpreter's output pipes non-blocking: {e}"))?;
+        Ok((r, w))
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    Ok(([Some(out_r), Some(err_r)], [out_w, err_w]))
+}
+
 /// Forks and executes the interpreter with its channel on [`INTERPRETER_FD`]
 /// and fds 0-2 on `stdio` (the first exec's stdin, stdout and stderr, so that
 /// a failure to start shows in that exec's output; the driver points them at
-/// /dev/null after each exec), or /dev/null when not given.
+/// /dev/null after each exec), or /dev/null when not given. An `output_pipes`
+/// interpreter gets /dev/null and the holder's output pipes instead.
 fn spawn(
     request: &SpawnRequest,
     stdio: Vec<OwnedFd>,
@@ -278,7 +370,14 @@ fn spawn(
         .map_err(|e| format!("cannot open /dev/null in the jail: {e}"))?;
     let null: OwnedFd = null.into();
     let mut fds = Vec::with_capacity(INTERPRETER_FD as usize + 1);
-    if stdio.len() == INTERPRETER_FD as usize {
+    let mut output = [None, None];
+    if request.output_pipes {
+        let (ours, [out_w, err_w]) = output_pipes()?;
+        output = ours;
+        fds.push(null.try_clone().map_err(|e| e.to_string())?);
+        fds.push(out_w);
+        fds.push(err_w);
+    } else if stdio.len() == INTERPRETER_FD as usize {
         fds.extend(stdio);
     } else {
         for _ in 0..INTERPRETER_FD {
@@ -300,6 +399,7 @@ fn spawn(
                     pid: child,
                     channel: ours,
                     exit: None,
+                    output,
                 },
                 cwd_reset,
             ))

@@ -10,9 +10,14 @@
 //! to the profile's kill grace for the reply. An interpreter that does not
 //! answer in time is stopped (SIGSTOP), the processes this exec started
 //! below it are killed, and the holder kills and reaps the interpreter.
+//!
+//! An interpreter started with `output_pipes` (node) gets the code inside the
+//! request frame instead, and writes to pipes of the holder: the worker
+//! relays them into the exec's pipes (see [`relay`](super::relay)).
 
 use super::procfs;
 use super::protocol::{self, Exit, HolderAsk, HolderReply, SpawnRequest, WorkerEvent};
+use super::relay::Relay;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -28,12 +33,23 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Serialize)]
 struct DriverRequest {
     id: u64,
+    /// `output_pipes` drivers: a secret of this exec that the reply must
+    /// echo. Node cannot mark its channel close-on-exec, and code can hand it
+    /// to processes it starts (`stdio: [.., 3]`), which could otherwise forge
+    /// a reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    /// `output_pipes` drivers: the code itself (they cannot receive the memfd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
 }
 
 /// The driver's answer once the code has run.
 #[derive(Debug, Deserialize)]
 struct DriverReply {
     id: u64,
+    #[serde(default)]
+    nonce: Option<String>,
     exit_code: i32,
     cwd: Option<PathBuf>,
 }
@@ -57,7 +73,7 @@ pub fn serve(
     if fds.len() < 4 {
         return Err("a live interpreter exec needs stdin, stdout, stderr and the code".into());
     }
-    let (pid, restarted, cwd_reset, channel) = interpreter(holder, req, &fds[..3])?;
+    let (pid, restarted, cwd_reset, channel, output) = interpreter(holder, req, &fds[..3])?;
     protocol::send_json(
         conn,
         &WorkerEvent::Started {
@@ -71,16 +87,38 @@ pub fn serve(
     // Processes left by earlier execs are not this exec's to kill.
     let before: HashSet<i32> = procfs::descendants(pid.as_raw()).into_iter().collect();
     let id = exec_id();
-    let body = serde_json::to_vec(&DriverRequest { id }).map_err(|e| e.to_string())?;
-    let sent = protocol::send_frame(
-        &channel,
-        &body,
-        &[fds[1].as_raw_fd(), fds[2].as_raw_fd(), fds[3].as_raw_fd()],
-    );
-    // Our copies of the pipes must go, or the caller would wait for us too.
-    drop(fds);
+    let (sent, nonce, mut relay) = if req.output_pipes {
+        let nonce = Some(nonce());
+        let request = DriverRequest {
+            id,
+            nonce: nonce.clone(),
+            code: Some(read_code(&fds[3])?),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let mut fds = fds;
+        let err = fds.remove(2);
+        let out = fds.remove(1);
+        let relay = Relay::new(output, [out, err]);
+        (protocol::send_frame(&channel, &body, &[]), nonce, relay)
+    } else {
+        let request = DriverRequest {
+            id,
+            nonce: None,
+            code: None,
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let sent = protocol::send_frame(
+            &channel,
+            &body,
+            &[fds[1].as_raw_fd(), fds[2].as_raw_fd(), fds[3].as_raw_fd()],
+        );
+        // Our copies of the pipes must go, or the caller would wait for us too.
+        drop(fds);
+        (sent, None, Relay::default())
+    };
+    let expected = Expected { id, nonce };
     let outcome = match sent {
-        Ok(()) => wait_reply(&channel, Some(conn), id, deadline),
+        Ok(()) => wait_reply(&channel, Some(conn), &expected, &mut relay, deadline),
         Err(_) => Outcome::Lost,
     };
     let finished = |exit, timed_out, interpreter_restarted, cwd| WorkerEvent::Finished {
@@ -99,7 +137,13 @@ pub fn serve(
         Outcome::Deadline | Outcome::CallerGone => {
             let timed_out = matches!(outcome, Outcome::Deadline);
             interrupt(pid, &before);
-            match wait_reply(&channel, None, id, Instant::now() + grace) {
+            match wait_reply(
+                &channel,
+                None,
+                &expected,
+                &mut relay,
+                Instant::now() + grace,
+            ) {
                 Outcome::Reply(r) => finished(
                     Exit::Code { code: r.exit_code },
                     timed_out,
@@ -113,9 +157,68 @@ pub fn serve(
             }
         }
     };
+    // What the code printed before its reply is in the pipes by now; the
+    // caller sees EOF once the relay is gone.
+    relay.finish();
     let _ = protocol::send_json(conn, &event);
     Ok(())
 }
+
+/// The reply that ends this exec.
+struct Expected {
+    id: u64,
+    nonce: Option<String>,
+}
+
+impl Expected {
+    fn matches(&self, r: &DriverReply) -> bool {
+        r.id == self.id && r.nonce == self.nonce
+    }
+}
+
+/// The code of the exec, from its memfd, as text (invalid UTF-8 replaced,
+/// as the Python driver does).
+fn read_code(memfd: &OwnedFd) -> Result<String, String> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::from(
+        memfd
+            .try_clone()
+            .map_err(|e| format!("cannot read the code: {e}"))?,
+    );
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the code: {e}"))?;
+    if bytes.len() + 1024 > protocol::MAX_FRAME {
+        return Err(format!(
+            "the code is {} bytes; a live node exec takes at most {} bytes",
+            bytes.len(),
+            protocol::MAX_FRAME - 1024
+        ));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// 128 bits no other process can guess: the kernel's random bytes.
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        // No /dev/urandom in the jail: std's per-process random hash keys.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in bytes.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(exec_id());
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The interpreter's pid, whether it was restarted, whether its cwd was
+/// reset, its channel, and the lent read ends of its output pipes (by stream).
+type Granted = (Pid, bool, bool, UnixStream, Vec<(u8, OwnedFd)>);
 
 /// Asks the holder for the interpreter's channel. `stdio` (the exec's
 /// stdin, stdout, stderr) become the interpreter's fds 0-2 if it starts now.
@@ -123,7 +226,7 @@ fn interpreter(
     holder: &UnixStream,
     req: &SpawnRequest,
     stdio: &[OwnedFd],
-) -> Result<(Pid, bool, bool, UnixStream), String> {
+) -> Result<Granted, String> {
     let ask = HolderAsk::Interpreter {
         request: req.clone(),
     };
@@ -135,16 +238,21 @@ fn interpreter(
         Ok(Some((
             HolderReply::Interpreter {
                 pid,
+                output,
                 restarted,
                 cwd_reset,
             },
             mut fds,
-        ))) if fds.len() == 1 => Ok((
-            Pid::from_raw(pid),
-            restarted,
-            cwd_reset,
-            UnixStream::from(fds.remove(0)),
-        )),
+        ))) if fds.len() == 1 + output.len() => {
+            let channel = UnixStream::from(fds.remove(0));
+            Ok((
+                Pid::from_raw(pid),
+                restarted,
+                cwd_reset,
+                channel,
+                output.into_iter().zip(fds).collect(),
+            ))
+        }
         Ok(Some((HolderReply::Failed { message }, _))) => {
             Err(format!("cannot start the session's interpreter: {message}"))
         }
@@ -154,12 +262,14 @@ fn interpreter(
     }
 }
 
-/// Waits for the reply to exec `id` until `deadline`. Replies to other ids
-/// (an earlier exec whose caller left) are skipped.
+/// Waits for the reply to exec `expected` until `deadline`, relaying the
+/// interpreter's output meanwhile. Other replies (to an earlier exec whose
+/// caller left, or forged) are skipped.
 fn wait_reply(
     channel: &UnixStream,
     conn: Option<&UnixStream>,
-    id: u64,
+    expected: &Expected,
+    relay: &mut Relay,
     deadline: Instant,
 ) -> Outcome {
     loop {
@@ -172,6 +282,13 @@ fn wait_reply(
         if let Some(c) = conn {
             fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
         }
+        let first_source = fds.len();
+        fds.extend(
+            relay
+                .sources()
+                .into_iter()
+                .map(|f| PollFd::new(f, PollFlags::POLLIN)),
+        );
         match poll(
             &mut fds,
             PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::MAX),
@@ -182,14 +299,15 @@ fn wait_reply(
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
+        relay.pump(&ready[first_source..]);
         if ready[0] {
             match protocol::recv_json::<DriverReply>(channel) {
-                Ok(Some((r, _))) if r.id == id => return Outcome::Reply(r),
+                Ok(Some((r, _))) if expected.matches(&r) => return Outcome::Reply(r),
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => return Outcome::Lost,
             }
         }
-        if let (Some(c), true) = (conn, ready.get(1).copied().unwrap_or(false)) {
+        if let (Some(c), true) = (conn, conn.is_some() && ready[1]) {
             let mut probe = [0u8; 1];
             if matches!(nix::unistd::read(c.as_raw_fd(), &mut probe), Ok(0) | Err(_)) {
                 return Outcome::CallerGone;
@@ -251,10 +369,12 @@ fn stop(
 }
 
 /// A number that tells this exec's reply from a late reply to an earlier one.
+/// At most 2^53, so that JavaScript (whose JSON numbers are doubles) echoes
+/// it exactly.
 fn exec_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    nanos ^ ((std::process::id() as u64) << 40)
+    (nanos ^ ((std::process::id() as u64) << 32)) & ((1 << 53) - 1)
 }

@@ -21,6 +21,7 @@ pub mod net;
 pub mod probe;
 pub mod procfs;
 pub mod protocol;
+pub mod relay;
 pub mod rlimits;
 pub mod seccomp;
 pub mod userns;

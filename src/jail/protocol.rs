@@ -38,6 +38,11 @@ pub struct SpawnRequest {
     /// none is running (it receives its channel as fd [`INTERPRETER_FD`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interpreter: bool,
+    /// The interpreter cannot take descriptors over its channel (node): the
+    /// holder starts it with pipes of its own as fds 1 and 2 and lends their
+    /// read ends to the worker, and the code travels inside the request frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_pipes: bool,
 }
 
 /// The descriptor number of a live interpreter's channel to the holder.
@@ -93,9 +98,12 @@ pub enum HolderAsk {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum HolderReply {
-    /// The interpreter's channel is attached.
+    /// The interpreter's channel is attached, then the read ends of its
+    /// output pipes listed in `output` (1 stdout, 2 stderr; `output_pipes`).
     Interpreter {
         pid: i32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        output: Vec<u8>,
         /// A new interpreter replaces one that was lost without anyone saying so.
         restarted: bool,
         /// It was started in the fallback directory (the saved cwd is gone).
@@ -225,6 +233,7 @@ mod tests {
             timeout_ms: 5,
             kill_grace_ms: 1,
             interpreter: false,
+            output_pipes: false,
         };
         let body = serde_json::to_vec(&req).unwrap();
         send_frame(&a, &body, &[r.as_raw_fd()]).unwrap();
