@@ -222,7 +222,7 @@ class Bench:
     def python_live(self):
         if not shutil.which("python3"):
             return
-        print("exec of `pass` on a python3 session vs `true` on a bash session", flush=True)
+        print("exec on live python3 and node sessions vs `true` on a bash session", flush=True)
         _, bash_sid = self.start()
         _, py_sid = self.start("python3")
         res = interleave([
@@ -234,6 +234,18 @@ class Bench:
                  target="<= bash exec + 3 ms", met=p - b <= 3.0)
         self.end(bash_sid)
         self.end(py_sid)
+        if shutil.which("node"):
+            _, bash_sid = self.start()
+            _, node_sid = self.start("node")
+            res = interleave([
+                ("bash exec true", lambda: self.ds("exec", bash_sid, "true")[0]),
+                ("node exec 0", lambda: self.ds("exec", node_sid, stdin=b"0")[0]),
+            ], 30 if self.quick else 200)
+            b, n = med(res["bash exec true"]), med(res["node exec 0"])
+            self.row("node exec 0, median", n, baseline=f"bash exec true {b:.2f} ms",
+                     target="<= bash exec + 3 ms", met=n - b <= 3.0)
+            self.end(bash_sid)
+            self.end(node_sid)
 
 
 def main():
