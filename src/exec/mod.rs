@@ -92,16 +92,16 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         .timeout
         .unwrap_or(Duration::from_millis(profile.limits.timeout_ms));
     let run = launch(
-        &conn, &session, &profile, &meta, &state, kind, &command, timeout,
+        &conn, opts.raw, &profile, &meta, &state, kind, &command, timeout,
     )?;
     // Counted as soon as the command runs, so that this write overlaps with
     // the command instead of adding to the exec's latency.
     let started_at = count_exec(&session)?;
-    let collected = collect(&conn, run.stdout, run.stderr, &profile, &opts, timeout)?;
+    let (collected, report) = collect(&conn, run, &profile, &opts, timeout)?;
     let elapsed = started.elapsed();
 
     // State: only a complete report replaces the previous state.
-    let report = run.report.map(read_report).transpose()?.unwrap_or_default();
+    let report = report.map(read_report).transpose()?.unwrap_or_default();
     let env_complete = matches!(collected.exit, Some(Exit::Code { code: 0 }));
     let captured = if collected.timed_out {
         None
@@ -221,7 +221,7 @@ struct Launched {
 #[allow(clippy::too_many_arguments)]
 fn launch(
     conn: &UnixStream,
-    session: &SessionDir,
+    raw: bool,
     profile: &Profile,
     meta: &Metadata,
     state: &State,
@@ -296,8 +296,7 @@ fn launch(
     keep.push(err_w.as_raw_fd());
     keep.extend(extra.iter().map(|f| f.as_raw_fd()));
 
-    let mut env: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("PWD={}", state.cwd.display()));
+    let env = shell::shell_env(&state.env, &state.cwd);
     let req = SpawnRequest {
         argv,
         env,
@@ -307,9 +306,9 @@ fn launch(
         kill_grace_ms: profile.limits.kill_grace_ms,
         interpreter: kind.is_live(),
         output_pipes: kind == ShellKind::Node,
+        prestart: kind == ShellKind::Bash && !raw,
     };
     jail::spawn(conn, &req, &keep)?;
-    let _ = session;
     Ok(Launched {
         stdout: out_r,
         stderr: err_r,
@@ -370,15 +369,21 @@ struct Collected {
     error: Option<String>,
 }
 
-/// Copies output until the worker reports the end of the command's main process.
+/// Copies output until the worker reports the end of the command's main
+/// process. Returns what was collected and the state report to read (which a
+/// pre-started shell replaces, with its output pipes).
 fn collect(
     conn: &UnixStream,
-    stdout_r: OwnedFd,
-    stderr_r: OwnedFd,
+    run: Launched,
     profile: &Profile,
     opts: &ExecOptions,
     timeout: Duration,
-) -> Result<Collected> {
+) -> Result<(Collected, Option<File>)> {
+    let Launched {
+        stdout: mut stdout_r,
+        stderr: mut stderr_r,
+        mut report,
+    } = run;
     let cap = profile.limits.output_bytes as usize;
     let mut c = Collected {
         stdout: if opts.raw {
@@ -442,7 +447,28 @@ fn collect(
         }
         if ready[0] {
             match jail::protocol::recv_json::<WorkerEvent>(conn) {
-                Ok(Some((WorkerEvent::Started { cwd_reset, .. }, _))) => c.cwd_reset = cwd_reset,
+                Ok(Some((
+                    WorkerEvent::Started {
+                        cwd_reset,
+                        prestarted,
+                        ..
+                    },
+                    fds,
+                ))) => {
+                    c.cwd_reset = cwd_reset;
+                    if prestarted {
+                        let [out, err, state]: [OwnedFd; 3] = fds
+                            .try_into()
+                            .map_err(|_| anyhow!("the session's worker sent a malformed start"))?;
+                        // Our own pipes are at EOF by now or soon: the
+                        // worker dropped their write ends unused.
+                        stdout_r = out;
+                        stderr_r = err;
+                        report = Some(File::from(state));
+                        out_open = true;
+                        err_open = true;
+                    }
+                }
                 Ok(Some((
                     WorkerEvent::Finished {
                         exit,
@@ -474,7 +500,7 @@ fn collect(
     if err_open {
         drain(&stderr_r, &mut buf, &mut c.stderr);
     }
-    Ok(c)
+    Ok((c, report))
 }
 
 /// Reads what is available; returns false once the pipe is at EOF.

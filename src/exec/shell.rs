@@ -14,7 +14,7 @@
 
 use crate::store::ShellState;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How the session's command is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,12 +84,10 @@ fn is_python(base: &str) -> bool {
 
 const END_MARK: &str = "DS1-END";
 
-/// The `-c` script of a bash session. `export -p` lists the environment in
-/// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
-/// The command is read with the `read` builtin and run with `eval` rather than
-/// sourced, so that bash's messages say `bash: …` as for `bash -c`, not
-/// `/dev/fd/4: line 1: …`.
-pub const BASH_WRAPPER: &str = r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd; $__ds_cmd" 3>&-
+/// The part of both bash wrappers after the command: the state report.
+macro_rules! bash_report {
+    () => {
+        r#"
 __ds_rc=$?
 {
 printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
@@ -98,7 +96,28 @@ alias -p; printf '\0'
 export -p; printf '\0DS1-END\0'
 } >&3
 exit "$__ds_rc"
-"#;
+"#
+    };
+}
+
+/// The `-c` script of a bash session. `export -p` lists the environment in
+/// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
+/// The command is read with the `read` builtin and run with `eval` rather than
+/// sourced, so that bash's messages say `bash: …` as for `bash -c`, not
+/// `/dev/fd/4: line 1: …`.
+pub const BASH_WRAPPER: &str = concat!(
+    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd; $__ds_cmd" 3>&-"#,
+    bash_report!()
+);
+
+/// The `-c` script of a pre-started bash (see `jail::prestart`): it restores
+/// the functions and aliases at once, then waits for a line on fd 6 before it
+/// reads the command from fd 4; EOF on fd 6 means it is not needed. `SECONDS`
+/// restarts from 0 as in a shell started for the command.
+pub const BASH_PRESTARTED_WRAPPER: &str = concat!(
+    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r __ds_go <&6 || exit 0; exec 6<&-; SECONDS=0; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd __ds_go; $__ds_cmd" 3>&-"#,
+    bash_report!()
+);
 
 /// The `-c` script of other POSIX shells: the environment comes from `env -0`.
 pub const POSIX_WRAPPER: &str = r#". /dev/fd/4 3>&-
@@ -112,6 +131,35 @@ pub fn bash_prelude(shell: Option<&ShellState>) -> String {
     match shell {
         None => String::new(),
         Some(s) => format!("{}\n{}\n", s.functions, s.aliases),
+    }
+}
+
+/// The environment a shell of the session starts with: the saved variables,
+/// then `PWD`.
+pub fn shell_env(env: &BTreeMap<String, String>, cwd: &Path) -> Vec<String> {
+    let mut list: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    list.push(format!("PWD={}", cwd.display()));
+    list
+}
+
+/// The environment, cwd and prelude the next exec of a bash session starts
+/// from, given those this exec started from and its state report: exactly
+/// what `exec` saves and sends next time (a complete report replaces the
+/// state, anything else keeps it). The holder uses it to pre-start the next
+/// shell, which is used only if the next request matches.
+pub fn next_bash_start(
+    env: &[String],
+    cwd: &Path,
+    prelude: &str,
+    report: &[u8],
+) -> (Vec<String>, PathBuf, String) {
+    match parse_report(report, ShellKind::Bash, true) {
+        Some(c) => (
+            shell_env(&c.env, &c.cwd),
+            c.cwd.clone(),
+            bash_prelude(c.shell.as_ref()),
+        ),
+        None => (env.to_vec(), cwd.to_path_buf(), prelude.to_string()),
     }
 }
 
@@ -269,9 +317,34 @@ mod tests {
     }
 
     #[test]
-    fn the_bash_wrapper_never_forks() {
+    fn the_bash_wrappers_never_fork() {
         // No command substitution, pipeline or external program in the capture.
-        let capture = &BASH_WRAPPER[BASH_WRAPPER.find("__ds_rc=$?").unwrap()..];
-        assert!(!capture.contains("$(") && !capture.contains('|') && !capture.contains("env"));
+        for wrapper in [BASH_WRAPPER, BASH_PRESTARTED_WRAPPER] {
+            let capture = &wrapper[wrapper.find("__ds_rc=$?").unwrap()..];
+            assert!(!capture.contains("$(") && !capture.contains('|') && !capture.contains("env"));
+            // Everything before the command is on line 1, so that bash's
+            // messages number the command's lines as `bash -c` would.
+            assert!(wrapper.lines().next().unwrap().contains("eval"));
+        }
+    }
+
+    #[test]
+    fn the_next_start_follows_a_complete_report_only() {
+        let env = vec!["A=1".to_string(), "PWD=/w".to_string()];
+        let r = report(&[
+            "DS1",
+            "0",
+            "/w/sub",
+            "f () \n{ \n    echo\n}",
+            "alias ll='ls -l'",
+            "declare -x B=\"2\"\n",
+            END_MARK,
+        ]);
+        let (next_env, cwd, prelude) = next_bash_start(&env, Path::new("/w"), "old", &r);
+        assert_eq!(next_env, vec!["B=2".to_string(), "PWD=/w/sub".to_string()]);
+        assert_eq!(cwd, PathBuf::from("/w/sub"));
+        assert!(prelude.contains("f ()") && prelude.contains("alias ll"));
+        let kept = next_bash_start(&env, Path::new("/w"), "old", &r[..r.len() - 3]);
+        assert_eq!(kept, (env.clone(), PathBuf::from("/w"), "old".to_string()));
     }
 }

@@ -13,7 +13,7 @@
 //! sync pipe), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
 
 use super::interpreter::Interpreters;
-use super::{mounts, protocol, rlimits, worker, GoAhead};
+use super::{mounts, prestart, protocol, rlimits, worker, GoAhead};
 use crate::profile::{Isolation, Network, Profile};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -254,6 +254,8 @@ fn serve(
     limits: &[rlimits::RlimitStep],
 ) -> Result<()> {
     let mut interpreters = Interpreters::default();
+    // The worker waiting with the next exec's pre-started bash.
+    let mut idle: Option<prestart::Idle> = None;
     loop {
         let mut fds = vec![
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -285,9 +287,25 @@ fn serve(
         // Before serve_ready, which may lend the pipes to a worker.
         interpreters.drain_idle(&ready[channels..]);
         interpreters.serve_ready(&ready[2..channels], limits);
+        if let Some((request, fds)) = interpreters.take_prestart() {
+            // Dropping our end of the older one's channel tells it to leave;
+            // before the fork, so that the new one does not keep it open.
+            drop(idle.take());
+            idle = prestart::spawn_idle(&request, fds, sigchld, limits);
+        }
         if ready[0] {
             let Ok((conn, _)) = listener.accept() else {
                 continue;
+            };
+            let conn = match idle.take() {
+                Some(waiting) => match waiting.hand_over(conn) {
+                    Ok(chan) => {
+                        interpreters.add_worker(chan);
+                        continue;
+                    }
+                    Err(conn) => conn,
+                },
+                None => conn,
             };
             let Ok((ours, theirs)) = UnixStream::pair() else {
                 drop(conn);
@@ -298,7 +316,7 @@ fn serve(
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     drop(ours);
-                    worker::run(conn, theirs, sigchld, limits)
+                    worker::run(conn, theirs, sigchld, limits, None)
                 }
                 Ok(ForkResult::Parent { .. }) => {
                     drop(conn);

@@ -74,6 +74,9 @@ pub struct Interpreters {
     lease: Option<u64>,
     /// Workers waiting for the lease, oldest first, with their requests.
     waiting: VecDeque<Waiting>,
+    /// The latest [`HolderAsk::Prestart`] (bash sessions), for the holder to
+    /// act on: it arrives on the same worker channels.
+    prestart: Option<(SpawnRequest, Vec<OwnedFd>)>,
 }
 
 impl Interpreters {
@@ -127,6 +130,11 @@ impl Interpreters {
                 self.forget(w.id);
             }
         }
+    }
+
+    /// The latest request to pre-start the next bash, with its descriptors.
+    pub fn take_prestart(&mut self) -> Option<(SpawnRequest, Vec<OwnedFd>)> {
+        self.prestart.take()
     }
 
     /// The output pipes to drain while no worker holds the lease.
@@ -189,6 +197,10 @@ impl Interpreters {
                     return true;
                 }
                 self.grant(id, &request, stdio, limits)
+            }
+            HolderAsk::Prestart { request } => {
+                self.prestart = Some((request, stdio));
+                true
             }
             HolderAsk::Stop { pid, reported } => {
                 let reply = if self.lease == Some(id) {

@@ -79,6 +79,7 @@ pub fn serve(
         &WorkerEvent::Started {
             pid: pid.as_raw(),
             cwd_reset,
+            prestarted: false,
         },
     )
     .map_err(|e| format!("cannot report start: {e}"))?;

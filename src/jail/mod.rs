@@ -18,6 +18,7 @@ pub mod interpreter;
 pub mod live;
 pub mod mounts;
 pub mod net;
+pub mod prestart;
 pub mod probe;
 pub mod procfs;
 pub mod protocol;

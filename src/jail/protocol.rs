@@ -43,6 +43,12 @@ pub struct SpawnRequest {
     /// read ends to the worker, and the code travels inside the request frame.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_pipes: bool,
+    /// A bash exec whose output the caller captures (not `--raw`): the worker
+    /// may run it in a shell pre-started from this very request, and once it
+    /// ends, the holder pre-starts the shell for the next exec (see
+    /// [`prestart`](super::prestart)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prestart: bool,
 }
 
 /// The descriptor number of a live interpreter's channel to the holder.
@@ -63,6 +69,11 @@ pub enum WorkerEvent {
     Started {
         pid: i32,
         cwd_reset: bool,
+        /// The command runs in a pre-started shell, whose stdout and stderr
+        /// (read ends) and state report are attached, in that order: they
+        /// replace the caller's own.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        prestarted: bool,
     },
     Finished {
         exit: Exit,
@@ -92,6 +103,10 @@ pub enum HolderAsk {
     /// worker tells its caller that the interpreter was lost, so the next
     /// exec need not say it again.
     Stop { pid: i32, reported: bool },
+    /// A bash exec of `request` ended normally: pre-start the next exec's
+    /// shell from the state it reported. Its prelude and report memfds are
+    /// attached, in that order. No reply.
+    Prestart { request: SpawnRequest },
 }
 
 /// The holder's answers to [`HolderAsk`].
@@ -112,6 +127,8 @@ pub enum HolderReply {
     Stopped {
         exit: Exit,
     },
+    /// To a pre-started worker: the exec connection it is to serve is attached.
+    Connection,
     Failed {
         message: String,
     },
@@ -234,6 +251,7 @@ mod tests {
             kill_grace_ms: 1,
             interpreter: false,
             output_pipes: false,
+            prestart: false,
         };
         let body = serde_json::to_vec(&req).unwrap();
         send_frame(&a, &body, &[r.as_raw_fd()]).unwrap();

@@ -8,6 +8,7 @@
 //! When the command ends normally the worker exits at once and any background
 //! processes are adopted by the holder, where they keep running.
 
+use super::prestart::{Carry, Prestarted};
 use super::protocol::{self, Exit, SpawnRequest, WorkerEvent};
 use super::{procfs, rlimits};
 use nix::errno::Errno;
@@ -25,16 +26,18 @@ use std::time::{Duration, Instant};
 /// Runs one exec for the connection `conn` and exits the process.
 ///
 /// `holder` is this worker's private channel to the holder (see
-/// [`HolderAsk`](super::protocol::HolderAsk)).
+/// [`HolderAsk`](super::protocol::HolderAsk)). `prestarted` is the shell an
+/// idle worker started for this exec (see [`prestart`](super::prestart)).
 pub fn run(
     conn: UnixStream,
     holder: UnixStream,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
+    prestarted: Option<Prestarted>,
 ) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let code = match serve(&conn, &holder, sigchld, limits) {
+    let code = match serve(&conn, &holder, sigchld, limits, prestarted) {
         Ok(()) => 0,
         Err(message) => {
             let _ = protocol::send_json(&conn, &WorkerEvent::Failed { message });
@@ -50,14 +53,36 @@ fn serve(
     holder: &UnixStream,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
+    mut prestarted: Option<Prestarted>,
 ) -> Result<(), String> {
-    let Some((req, fds)) = protocol::recv_json::<SpawnRequest>(conn)
-        .map_err(|e| format!("cannot read the request: {e}"))?
-    else {
-        return Ok(());
+    let received = protocol::recv_json::<SpawnRequest>(conn);
+    let (req, mut fds) = match received {
+        Ok(Some(got)) if got.1.len() >= 3 => got,
+        other => {
+            if let Some(shell) = prestarted {
+                shell.discard();
+            }
+            return match other {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("request without stdin, stdout and stderr".into()),
+                Err(e) => Err(format!("cannot read the request: {e}")),
+            };
+        }
     };
-    if fds.len() < 3 {
-        return Err("request without stdin, stdout and stderr".into());
+    if let Some(mut shell) = prestarted.take() {
+        if shell.fits(&req, &fds) {
+            match shell.launch(conn, &fds) {
+                Ok((child, carry)) => {
+                    // The caller's own pipes go unused: our copies must go.
+                    drop(fds);
+                    return supervise(conn, holder, sigchld, &req, child, Some(carry));
+                }
+                Err(None) => return Ok(()),
+                Err(Some(shell)) => shell.discard(),
+            }
+        } else {
+            shell.discard();
+        }
     }
     if req.interpreter {
         return super::live::serve(conn, holder, &req, fds);
@@ -78,6 +103,11 @@ fn serve(
         Ok(ForkResult::Child) => exec_command(&prepared, &fds, limits),
         Ok(ForkResult::Parent { child }) => child,
     };
+    // The next exec's shell is made from this one's prelude and report (a
+    // reset cwd would not match the saved state, so none then).
+    let carry = (!cwd_reset)
+        .then(|| Carry::from_request(&req, &mut fds))
+        .flatten();
     // Our copies of the pipes must go, or readers would wait for us too.
     drop(fds);
     protocol::send_json(
@@ -85,10 +115,24 @@ fn serve(
         &WorkerEvent::Started {
             pid: child.as_raw(),
             cwd_reset,
+            prestarted: false,
         },
     )
     .map_err(|e| format!("cannot report start: {e}"))?;
+    supervise(conn, holder, sigchld, &req, child, carry)
+}
 
+/// Waits for the command `child` to end, enforcing the timeout and stopping
+/// everything it started if the caller goes away, then reports its end.
+/// After a normal end, `carry` asks the holder to pre-start the next shell.
+fn supervise(
+    conn: &UnixStream,
+    holder: &UnixStream,
+    sigchld: &SignalFd,
+    req: &SpawnRequest,
+    child: Pid,
+    carry: Option<Carry>,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
     let grace = Duration::from_millis(req.kill_grace_ms);
     loop {
@@ -122,6 +166,11 @@ fn serve(
         if fds[1].any().unwrap_or(false) {
             while let Ok(Some(_)) = sigchld.read_signal() {}
             if let Some(exit) = reap(child) {
+                // Before the caller hears of the end, so that the holder has
+                // the request before the next exec can connect.
+                if let Some(carry) = carry {
+                    carry.send(holder, req);
+                }
                 let _ = protocol::send_json(
                     conn,
                     &WorkerEvent::Finished {
