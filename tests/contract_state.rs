@@ -415,3 +415,27 @@ fn parallel_starts_never_fail() {
         f.first()
     );
 }
+
+#[test]
+fn functions_named_like_the_wrappers_builtins_do_not_break_the_session() {
+    // The wrapper reads the command, runs it and reports the state with
+    // builtins; a session's functions of the same names must not replace them.
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let v = sb.exec(
+        &id,
+        "read() { echo fake-read; }; printf() { :; }; exit() { :; }; eval() { :; }; \
+         unset() { :; }; declare() { :; }; export() { :; }; alias() { :; }; \
+         builtin export Z=1",
+    );
+    assert_eq!(v["exit_code"], 0, "{v}");
+    for round in 2..5 {
+        let v = sb.exec(
+            &id,
+            &format!("echo \"$Z $(type -t read)\"; builtin export Z={round}"),
+        );
+        assert_eq!(v["exit_code"], 0, "{v}");
+        assert_eq!(v["stdout"], format!("{} function\n", round - 1), "{v}");
+    }
+    sb.end(&id);
+}

@@ -90,32 +90,36 @@ macro_rules! bash_report {
         r#"
 __ds_rc=$?
 {
-printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
-declare -f; printf '\0'
-alias -p; printf '\0'
-export -p; printf '\0DS1-END\0'
+builtin printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
+builtin declare -f; builtin printf '\0'
+builtin alias -p; builtin printf '\0'
+builtin export -p; builtin printf '\0DS1-END\0'
 } >&3
-exit "$__ds_rc"
+builtin exit "$__ds_rc"
 "#
     };
 }
 
 /// The `-c` script of a bash session. `export -p` lists the environment in
 /// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
+/// Every builtin after the prelude is called through `builtin`, so that the
+/// session's own functions named `read`, `printf`, `exit`, … cannot stand in
+/// for them (`exec` cannot be: its redirections would not last).
 /// The command is read with the `read` builtin and run with `eval` rather than
 /// sourced, so that bash's messages say `bash: …` as for `bash -c`, not
 /// `/dev/fd/4: line 1: …`.
 pub const BASH_WRAPPER: &str = concat!(
-    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd; $__ds_cmd" 3>&-"#,
+    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
     bash_report!()
 );
 
 /// The `-c` script of a pre-started bash (see `jail::prestart`): it restores
 /// the functions and aliases at once, then waits for a line on fd 6 before it
-/// reads the command from fd 4; EOF on fd 6 means it is not needed. `SECONDS`
-/// restarts from 0 as in a shell started for the command.
+/// reads the command from fd 4; EOF on fd 6 means it is not needed. The wait
+/// ignores `TMOUT`, and `SECONDS` restarts from 0, as in a shell started for
+/// the command; the command sees the same `$_` as in [`BASH_WRAPPER`].
 pub const BASH_PRESTARTED_WRAPPER: &str = concat!(
-    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= read -r __ds_go <&6 || exit 0; exec 6<&-; SECONDS=0; IFS= read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; eval "unset __ds_cmd __ds_go; $__ds_cmd" 3>&-"#,
+    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; TMOUT= IFS= builtin read -r __ds_go <&6 || builtin exit 0; exec 6<&-; builtin unset __ds_go; SECONDS=0; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
     bash_report!()
 );
 

@@ -41,7 +41,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The largest state report or prelude the idle worker reads.
 const MAX_STATE: u64 = 64 << 20;
@@ -107,10 +107,13 @@ pub struct Prestarted {
     /// What it was started with; the exec's request must say the same.
     argv: Vec<String>,
     env: Vec<String>,
-    cwd: std::path::PathBuf,
+    cwd: PathBuf,
     prelude_text: String,
     /// Device and inode of `cwd` when it started.
     cwd_id: (u64, u64),
+    /// The bash it runs (found on the session's `PATH`), and its device and inode.
+    program: PathBuf,
+    program_id: (u64, u64),
     /// Write end of its fd 6: a line starts the command, EOF ends the shell.
     go: OwnedFd,
     /// Its fd 4, where the command text goes.
@@ -134,8 +137,17 @@ impl Prestarted {
             && req.cwd == self.cwd
             && read_at_most(&fds[PRELUDE], MAX_STATE).as_deref()
                 == Some(self.prelude_text.as_bytes())
-            && dir_id(&req.cwd) == Some(self.cwd_id)
+            && self.enters(&req.cwd)
+            && worker::resolve_program(req).ok().as_deref() == Some(self.program.as_path())
+            && file_id(&self.program) == Some(self.program_id)
             && self.alive()
+    }
+
+    /// Whether a fresh shell would run in the same directory: `cwd` can be
+    /// entered now (the worker enters it as the shell would; its own cwd does
+    /// not matter) and is the directory the shell is in.
+    fn enters(&self, cwd: &Path) -> bool {
+        nix::unistd::chdir(cwd).is_ok() && file_id(Path::new(".")) == Some(self.cwd_id)
     }
 
     fn alive(&mut self) -> bool {
@@ -288,12 +300,13 @@ fn start_shell(
     let report = read_at_most(report_fd, MAX_STATE)?;
     let (env, cwd, prelude_text) =
         shell::next_bash_start(&previous.env, &previous.cwd, &prelude, &report);
-    let cwd_id = dir_id(&cwd)?;
+    let cwd_id = file_id(&cwd).filter(|_| cwd.is_dir())?;
     let mut start = previous.clone();
     start.env = env;
     start.cwd = cwd;
     start.argv[2] = BASH_PRESTARTED_WRAPPER.to_string();
     let program = worker::resolve_program(&start).ok()?;
+    let program_id = file_id(&program)?;
     let prepared = worker::Prepared::new(&program, &start, &start.cwd).ok()?;
 
     let report = memfd("state").ok()?;
@@ -338,6 +351,8 @@ fn start_shell(
         cwd: start.cwd,
         prelude_text,
         cwd_id,
+        program,
+        program_id,
         go: go_w,
         command,
         stdout: out_r,
@@ -360,8 +375,8 @@ fn read_at_most(fd: &OwnedFd, max: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Device and inode of a directory.
-fn dir_id(path: &Path) -> Option<(u64, u64)> {
+/// Device and inode of a file (following symlinks).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
     let meta = std::fs::metadata(path).ok()?;
-    meta.is_dir().then(|| (meta.dev(), meta.ino()))
+    Some((meta.dev(), meta.ino()))
 }
