@@ -255,7 +255,7 @@ pub fn spawn_idle(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
-            idle_main(theirs, request, &fds, sigchld, limits)
+            idle_main(theirs, request, fds, sigchld, limits)
         }
         Ok(ForkResult::Parent { .. }) => Some(Idle { chan: ours }),
         Err(_) => None,
@@ -266,13 +266,14 @@ pub fn spawn_idle(
 fn idle_main(
     chan: UnixStream,
     previous: &SpawnRequest,
-    fds: &[OwnedFd],
+    fds: Vec<OwnedFd>,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
 ) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let shell = start_shell(previous, &fds[0], &fds[1], limits);
+    drop(fds);
     match protocol::recv_json::<HolderReply>(&chan) {
         Ok(Some((HolderReply::Connection, mut got))) if got.len() == 1 => {
             let conn = UnixStream::from(got.remove(0));
