@@ -325,3 +325,21 @@ fn files_written_in_the_work_dir_belong_to_its_owner() {
         }
     }
 }
+
+#[test]
+fn the_hosts_cgroup_paths_are_hidden() {
+    // A cgroup namespace rooted where the session was started: the jail sees
+    // its own cgroups as `/` or `/delta-sessions-<id>`, never the host's
+    // hierarchy above them (which names host services, users and containers).
+    let sb = Sandbox::new();
+    let (out, _, code) = jailed(&sb, "cat /proc/self/cgroup");
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.is_empty());
+    for line in out.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        assert!(
+            path == "/" || path.starts_with("/delta-sessions-"),
+            "host cgroup path visible in the jail: {line:?}\n{out}"
+        );
+    }
+}

@@ -124,7 +124,8 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
         let mut flags = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC;
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP;
         if profile.network == Network::None {
             flags |= CloneFlags::CLONE_NEWNET;
         }
