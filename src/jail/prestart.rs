@@ -61,11 +61,17 @@ pub fn eligible(req: &SpawnRequest) -> bool {
         && req.argv.len() == 4
         && req.argv[1] == "-c"
         && req.argv[2] == BASH_WRAPPER
-        && !req
-            .env
-            .iter()
-            .any(|e| e.starts_with("BASH_ENV=") || e.starts_with("ENV="))
+        && !req.env.iter().any(|e| {
+            let name = e.split('=').next().unwrap_or_default();
+            STARTUP_ONLY.contains(&name)
+        })
 }
+
+/// Variables that make bash do things when it starts that a pre-started
+/// shell would do too early or differently: read a file (`BASH_ENV`, `ENV`),
+/// trace or print its own start-up (`SHELLOPTS`, `BASHOPTS` with `xtrace` or
+/// `verbose`, `BASH_XTRACEFD`).
+const STARTUP_ONLY: &[&str] = &["BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "BASH_XTRACEFD"];
 
 /// What the next pre-started shell is made from: the prelude and the state
 /// report of the exec that just ended.
@@ -111,6 +117,9 @@ pub struct Prestarted {
     prelude_text: String,
     /// Device and inode of `cwd` when it started.
     cwd_id: (u64, u64),
+    /// Whether `OLDPWD` named a directory when it started: bash unsets an
+    /// inherited `OLDPWD` that does not.
+    oldpwd_is_dir: bool,
     /// The bash it runs (found on the session's `PATH`), and its device and inode.
     program: PathBuf,
     program_id: (u64, u64),
@@ -138,6 +147,7 @@ impl Prestarted {
             && read_at_most(&fds[PRELUDE], MAX_STATE).as_deref()
                 == Some(self.prelude_text.as_bytes())
             && self.enters(&req.cwd)
+            && oldpwd_is_dir(&req.env, &req.cwd) == self.oldpwd_is_dir
             && worker::resolve_program(req).ok().as_deref() == Some(self.program.as_path())
             && file_id(&self.program) == Some(self.program_id)
             && self.alive()
@@ -308,6 +318,7 @@ fn start_shell(
     start.argv[2] = BASH_PRESTARTED_WRAPPER.to_string();
     let program = worker::resolve_program(&start).ok()?;
     let program_id = file_id(&program)?;
+    let oldpwd_is_dir = oldpwd_is_dir(&start.env, &start.cwd);
     let prepared = worker::Prepared::new(&program, &start, &start.cwd).ok()?;
 
     let report = memfd("state").ok()?;
@@ -354,6 +365,7 @@ fn start_shell(
         cwd_id,
         program,
         program_id,
+        oldpwd_is_dir,
         go: go_w,
         command,
         stdout: out_r,
@@ -376,8 +388,71 @@ fn read_at_most(fd: &OwnedFd, max: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Whether the `OLDPWD` in `env` names a directory (relative to `cwd`).
+fn oldpwd_is_dir(env: &[String], cwd: &Path) -> bool {
+    env.iter()
+        .find_map(|e| e.strip_prefix("OLDPWD="))
+        .is_some_and(|dir| cwd.join(dir).is_dir())
+}
+
 /// Device and inode of a file (following symlinks).
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bash_request(env: &[&str]) -> SpawnRequest {
+        SpawnRequest {
+            argv: vec![
+                "bash".into(),
+                "-c".into(),
+                BASH_WRAPPER.into(),
+                "bash".into(),
+            ],
+            env: env.iter().map(|e| e.to_string()).collect(),
+            cwd: "/".into(),
+            fallback_cwd: "/".into(),
+            timeout_ms: 1000,
+            kill_grace_ms: 100,
+            interpreter: false,
+            output_pipes: false,
+            prestart: true,
+        }
+    }
+
+    #[test]
+    fn only_captured_bash_execs_without_startup_files_are_eligible() {
+        assert!(eligible(&bash_request(&["A=1", "PWD=/"])));
+        assert!(eligible(&bash_request(&["MY_ENV=1", "XSHELLOPTS=1"])));
+        let raw = SpawnRequest {
+            prestart: false,
+            ..bash_request(&[])
+        };
+        assert!(!eligible(&raw));
+        for startup in [
+            "BASH_ENV=/x",
+            "ENV=/x",
+            "SHELLOPTS=xtrace",
+            "BASHOPTS=x",
+            "BASH_XTRACEFD=2",
+        ] {
+            assert!(!eligible(&bash_request(&[startup])), "{startup}");
+        }
+        let mut other = bash_request(&[]);
+        other.argv[2] = crate::exec::shell::POSIX_WRAPPER.into();
+        assert!(!eligible(&other));
+    }
+
+    #[test]
+    fn oldpwd_is_judged_like_bash_does() {
+        let env = |v: &str| vec![format!("OLDPWD={v}")];
+        assert!(oldpwd_is_dir(&env("/"), Path::new("/tmp")));
+        assert!(oldpwd_is_dir(&env(".."), Path::new("/tmp")));
+        assert!(!oldpwd_is_dir(&env("/no/such/dir"), Path::new("/")));
+        assert!(!oldpwd_is_dir(&[], Path::new("/")));
+    }
 }
