@@ -439,3 +439,30 @@ fn functions_named_like_the_wrappers_builtins_do_not_break_the_session() {
     }
     sb.end(&id);
 }
+
+#[test]
+fn tracing_shows_the_command_only_and_the_state_is_still_saved() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    for (command, expected_stderr) in [
+        ("set -x; export T=1; true", None),
+        ("set -v; export V=1", Some("")),
+        ("set -u; export U=1", Some("")),
+    ] {
+        let v = sb.exec(&id, command);
+        assert_eq!(v["exit_code"], 0, "{command}: {v}");
+        let stderr = v["stderr"].as_str().unwrap();
+        assert!(
+            !stderr.contains("__ds") && !stderr.contains("DS1") && !stderr.contains("builtin"),
+            "the wrapper shows in the trace of {command:?}: {stderr:?}"
+        );
+        if let Some(expected) = expected_stderr {
+            assert_eq!(stderr, expected, "{command}");
+        } else {
+            assert!(stderr.contains("true"), "{command}: {stderr:?}");
+        }
+    }
+    let v = sb.exec(&id, "echo $T$V$U");
+    assert_eq!(v["stdout"], "111\n", "{v}");
+    sb.end(&id);
+}

@@ -84,19 +84,22 @@ fn is_python(base: &str) -> bool {
 
 const END_MARK: &str = "DS1-END";
 
-/// The part of both bash wrappers after the command: the state report.
+/// The part of both bash wrappers after the command: the state report. It
+/// is on the same line as the command, which bash has read before the command
+/// runs, so that `set -v` does not print it; `set -x` would trace it, so
+/// tracing (and `-e`, `-u`, which could stop the report halfway) is turned
+/// off first, with its own trace going to `/dev/null`.
 macro_rules! bash_report {
     () => {
-        r#"
-__ds_rc=$?
-{
-builtin printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"
-builtin declare -f; builtin printf '\0'
-builtin alias -p; builtin printf '\0'
-builtin export -p; builtin printf '\0DS1-END\0'
-} >&3
-builtin exit "$__ds_rc"
-"#
+        concat!(
+            r#"; { __ds_rc=$?; builtin set +euxv; } 2>/dev/null; "#,
+            r#"{ builtin printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"; "#,
+            r#"builtin declare -f; builtin printf '\0'; "#,
+            r#"builtin alias -p; builtin printf '\0'; "#,
+            r#"builtin export -p; builtin printf '\0DS1-END\0'; } >&3; "#,
+            r#"builtin exit "$__ds_rc""#,
+            "\n"
+        )
     };
 }
 
@@ -326,9 +329,9 @@ mod tests {
         for wrapper in [BASH_WRAPPER, BASH_PRESTARTED_WRAPPER] {
             let capture = &wrapper[wrapper.find("__ds_rc=$?").unwrap()..];
             assert!(!capture.contains("$(") && !capture.contains('|') && !capture.contains("env"));
-            // Everything before the command is on line 1, so that bash's
-            // messages number the command's lines as `bash -c` would.
-            assert!(wrapper.lines().next().unwrap().contains("eval"));
+            // One line: bash's messages number the command's lines as
+            // `bash -c` would, and `set -v` prints none of the wrapper.
+            assert_eq!(wrapper.lines().count(), 1, "{wrapper}");
         }
     }
 
