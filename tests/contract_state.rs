@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -263,18 +261,7 @@ fn killed_exec_client_leaves_consistent_files() {
     let count = sb.metadata(&id)["execution_count"].as_u64().unwrap();
 
     let arg = unique_sleep_arg();
-    let mut c = sb.command();
-    c.args(["exec", &id])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("cd ..; export KEEP=no; sleep {arg}").as_bytes())
-            .unwrap();
-    }
+    let mut child = sb.spawn_exec(&id, &format!("cd ..; export KEEP=no; sleep {arg}"));
     assert!(
         wait_until(Duration::from_secs(10), || !procs_with_marker(&arg)
             .is_empty()),

@@ -13,10 +13,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -748,16 +746,7 @@ fn an_exec_whose_caller_is_killed_leaves_the_session_working() {
     ok(&sb, &id, "export K=before; mkdir -p k; cd k");
     for round in 0..2 {
         let marker = unique_sleep_arg();
-        let mut c = sb.command();
-        c.args(["exec", &id])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        {
-            let mut stdin = child.stdin.take().unwrap();
-            write!(stdin, "export K=during; cd ..; sleep {marker}").unwrap();
-        }
+        let mut child = sb.spawn_exec(&id, &format!("export K=during; cd ..; sleep {marker}"));
         assert!(
             wait_until(Duration::from_secs(10), || !procs_with_marker(&marker)
                 .is_empty()),

@@ -391,6 +391,24 @@ impl Sandbox {
         (r.status, v)
     }
 
+    /// Starts `exec ID` with `command` on its stdin (then closed) and
+    /// returns the running caller, for tests that kill it mid-run.
+    pub fn spawn_exec(&self, id: &str, command: &str) -> std::process::Child {
+        let mut c = self.command();
+        c.args(["exec", id])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("spawn exec");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(command.as_bytes())
+            .expect("write the command");
+        child
+    }
+
     pub fn end(&self, id: &str) -> Run {
         self.run(&["end", id], b"")
     }
