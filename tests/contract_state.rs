@@ -294,14 +294,7 @@ fn killed_holder_restarts_the_jail_with_state_kept() {
     let id = sb.start(&[]);
     let v = sb.exec(&id, "cd sub; export KEEP=yes; f() { echo fn; }");
     assert_eq!(v["jail_restarted"], false);
-    let (pid, st) = sb.holder(&id).unwrap();
-    assert_eq!(proc_start_time(pid), Some(st), "holder {pid} runs");
-    // SAFETY: plain kill(2) of the session's holder.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(
-        wait_until(Duration::from_secs(5), || proc_start_time(pid) != Some(st)),
-        "holder died"
-    );
+    let (pid, st) = sb.kill_holder(&id);
 
     // list still shows it active.
     let l = list(&sb, false);

@@ -420,14 +420,7 @@ fn a_restarted_jail_starts_its_shells_from_the_saved_state() {
             &id,
             &format!("export J={round}; f(){{ echo jf{round}; }}; mkdir -p j{round}; cd j{round}"),
         );
-        let (pid, st) = sb.holder(&id).unwrap();
-        assert_eq!(proc_start_time(pid), Some(st), "holder {pid} runs");
-        // SAFETY: plain kill(2) of the session's holder.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        assert!(
-            wait_until(Duration::from_secs(5), || proc_start_time(pid) != Some(st)),
-            "holder died"
-        );
+        sb.kill_holder(&id);
         let v = ok(&sb, &id, "echo $J; f; pwd; cd ..");
         assert_eq!(v["jail_restarted"], true, "{v}");
         assert_eq!(

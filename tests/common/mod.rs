@@ -391,6 +391,20 @@ impl Sandbox {
         (r.status, v)
     }
 
+    /// Kills the session's holder with SIGKILL (as a crash or a reboot would)
+    /// and waits until it is gone. Returns its pid and start time.
+    pub fn kill_holder(&self, id: &str) -> (i32, u64) {
+        let (pid, st) = self.holder(id).expect("a holder is recorded");
+        assert_eq!(proc_start_time(pid), Some(st), "holder {pid} runs");
+        // SAFETY: plain kill(2) of the session's holder.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        assert!(
+            wait_until(Duration::from_secs(5), || proc_start_time(pid) != Some(st)),
+            "holder died"
+        );
+        (pid, st)
+    }
+
     /// Starts `exec ID` with `command` on its stdin (then closed) and
     /// returns the running caller, for tests that kill it mid-run.
     pub fn spawn_exec(&self, id: &str, command: &str) -> std::process::Child {
