@@ -45,11 +45,12 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         let _meta_lock = session.lock_metadata()?;
         let env = initial_env(&profile, &session, &overrides);
         crate::store::write_json_atomic(&session.profile_path(), &profile)?;
-        session.write_state(&State {
+        let state = State {
             cwd: work_dir.clone(),
             env,
             shell: None,
-        })?;
+        };
+        session.write_state(&state)?;
         std::fs::write(session.history_path(), b"")?;
         let holder = jail::start(&session, &profile, &work_dir)?;
         let meta = Metadata {
@@ -69,6 +70,11 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         if let Err(e) = session.write_metadata(&meta) {
             let _ = jail::stop(&session, &holder);
             return Err(e);
+        }
+        // Last, so that the holder's work on it does not slow `start` down;
+        // without it the first exec only starts its own shell.
+        if let Some(first) = crate::exec::first_prestart(&command, &state, &work_dir, &profile) {
+            let _ = jail::queue_prestart(&session, &first);
         }
         Ok(json!({
             "session_id": session.id.as_str(),

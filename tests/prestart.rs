@@ -872,3 +872,60 @@ fn every_exec_is_a_new_shell_process() {
         );
     }
 }
+
+/// Whether `pid` descends from `ancestor` (host pids).
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+/// How a command can tell which wrapper runs it: the pre-started one waits
+/// for `__ds_go`.
+const RUNS_PRESTARTED: &str = "tr '\\0' '\\n' </proc/$$/cmdline | grep -c __ds_go || true";
+
+#[test]
+fn start_and_every_exec_leave_the_next_shell_waiting() {
+    // The speed of exec depends on this: after `start` and after each exec
+    // the next exec's bash is already running in the session.
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let (holder, _) = sb.holder(&id).unwrap();
+    let waiting = || {
+        procs_with_marker("__ds_go")
+            .into_iter()
+            .any(|pid| descends_from(pid, holder))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), waiting),
+        "start pre-starts the first exec's shell"
+    );
+    for round in 0..3 {
+        assert_eq!(
+            out(&sb, &id, RUNS_PRESTARTED),
+            "1\n",
+            "exec {round} ran in a pre-started shell"
+        );
+    }
+    // --raw needs the caller's own descriptors: a shell of its own.
+    let r = sb.run(&["exec", &id, "--raw"], RUNS_PRESTARTED.as_bytes());
+    assert_eq!((r.status, r.stdout.as_str()), (0, "0\n"), "{r:?}");
+    sb.end(&id);
+}

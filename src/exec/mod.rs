@@ -280,7 +280,7 @@ fn launch(
             } else {
                 shell::POSIX_WRAPPER
             };
-            argv.extend(["-c".to_string(), wrapper.to_string(), meta.command.clone()]);
+            argv = shell_argv(&meta.command, wrapper);
             stdin = File::open("/dev/null")?;
             let report = jail::memfd("state")?;
             let prelude = jail::memfd("prelude")?;
@@ -296,23 +296,72 @@ fn launch(
     keep.push(err_w.as_raw_fd());
     keep.extend(extra.iter().map(|f| f.as_raw_fd()));
 
-    let env = shell::shell_env(&state.env, &state.cwd);
     let req = SpawnRequest {
-        argv,
-        env,
-        cwd: state.cwd.clone(),
-        fallback_cwd: meta.work_dir.clone(),
-        timeout_ms: timeout.as_millis() as u64,
-        kill_grace_ms: profile.limits.kill_grace_ms,
         interpreter: kind.is_live(),
         output_pipes: kind == ShellKind::Node,
         prestart: kind == ShellKind::Bash && !raw,
+        ..spawn_request(argv, state, &meta.work_dir, profile, timeout)
     };
     jail::spawn(conn, &req, &keep)?;
     Ok(Launched {
         stdout: out_r,
         stderr: err_r,
         report,
+    })
+}
+
+/// `SHELL -c WRAPPER SHELL`: how a shell session runs each exec.
+fn shell_argv(shell: &str, wrapper: &str) -> Vec<String> {
+    vec![
+        shell.to_string(),
+        "-c".to_string(),
+        wrapper.to_string(),
+        shell.to_string(),
+    ]
+}
+
+/// A request to run `argv` from `state`, with no special mode.
+fn spawn_request(
+    argv: Vec<String>,
+    state: &State,
+    work_dir: &Path,
+    profile: &Profile,
+    timeout: Duration,
+) -> SpawnRequest {
+    SpawnRequest {
+        argv,
+        env: shell::shell_env(&state.env, &state.cwd),
+        cwd: state.cwd.clone(),
+        fallback_cwd: work_dir.to_path_buf(),
+        timeout_ms: timeout.as_millis() as u64,
+        kill_grace_ms: profile.limits.kill_grace_ms,
+        interpreter: false,
+        output_pipes: false,
+        prestart: false,
+        prestart_only: false,
+    }
+}
+
+/// For a new bash session: the request its first exec will send (but for
+/// the command), so that `start` can have that exec's shell pre-started.
+/// `None` for other kinds of session.
+pub fn first_prestart(
+    command: &[String],
+    state: &State,
+    work_dir: &Path,
+    profile: &Profile,
+) -> Option<SpawnRequest> {
+    let kind = ShellKind::of_session(&command[0], &command[1..]);
+    (kind == ShellKind::Bash).then(|| SpawnRequest {
+        prestart: true,
+        prestart_only: true,
+        ..spawn_request(
+            shell_argv(&command[0], shell::BASH_WRAPPER),
+            state,
+            work_dir,
+            profile,
+            Duration::from_millis(profile.limits.timeout_ms),
+        )
     })
 }
 

@@ -166,6 +166,16 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     })
 }
 
+/// Asks the holder of a new bash session to pre-start the shell of its first
+/// exec from `req` (see [`prestart`]): a `prestart_only` request with an
+/// empty prelude and state report. Nothing waits for it.
+pub fn queue_prestart(session: &SessionDir, req: &SpawnRequest) -> Result<()> {
+    let conn = connect(session)?.ok_or_else(|| anyhow!("no listener"))?;
+    let prelude = memfd("prelude")?;
+    let report = memfd("state")?;
+    spawn(&conn, req, &[prelude.as_raw_fd(), report.as_raw_fd()])
+}
+
 /// What the parent has learnt and done while the holder starts.
 #[derive(Default)]
 struct Startup {

@@ -81,6 +81,12 @@ pub struct Carry {
 }
 
 impl Carry {
+    /// The descriptors of a `prestart_only` request: its prelude and report.
+    pub fn from_prestart_only(req: &SpawnRequest, fds: Vec<OwnedFd>) -> Option<Carry> {
+        let [prelude, report]: [OwnedFd; 2] = fds.try_into().ok()?;
+        (req.prestart_only && eligible(req)).then_some(Carry { prelude, report })
+    }
+
     /// Takes the prelude and report memfds out of a bash request's
     /// descriptors (the command's copies stay with the command).
     pub fn from_request(req: &SpawnRequest, fds: &mut Vec<OwnedFd>) -> Option<Carry> {
@@ -421,6 +427,7 @@ mod tests {
             interpreter: false,
             output_pipes: false,
             prestart: true,
+            prestart_only: false,
         }
     }
 

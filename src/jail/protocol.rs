@@ -49,6 +49,11 @@ pub struct SpawnRequest {
     /// [`prestart`](super::prestart)).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prestart: bool,
+    /// Sent by `start`, not an exec: run nothing, only pre-start the shell
+    /// of the first exec from this request. Its descriptors are the
+    /// prelude and state report memfds (empty), and no reply comes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prestart_only: bool,
 }
 
 /// The descriptor number of a live interpreter's channel to the holder.
@@ -252,6 +257,7 @@ mod tests {
             interpreter: false,
             output_pipes: false,
             prestart: false,
+            prestart_only: false,
         };
         let body = serde_json::to_vec(&req).unwrap();
         send_frame(&a, &body, &[r.as_raw_fd()]).unwrap();

@@ -57,13 +57,20 @@ fn serve(
 ) -> Result<(), String> {
     let received = protocol::recv_json::<SpawnRequest>(conn);
     let (req, mut fds) = match received {
-        Ok(Some(got)) if got.1.len() >= 3 => got,
+        Ok(Some((req, fds))) if !req.prestart_only && fds.len() >= 3 => (req, fds),
         other => {
             if let Some(shell) = prestarted {
                 shell.discard();
             }
             return match other {
                 Ok(None) => Ok(()),
+                // From `start`: pre-start the first exec's shell, reply nothing.
+                Ok(Some((req, fds))) if req.prestart_only => {
+                    if let Some(carry) = Carry::from_prestart_only(&req, fds) {
+                        carry.send(holder, &req);
+                    }
+                    Ok(())
+                }
                 Ok(Some(_)) => Err("request without stdin, stdout and stderr".into()),
                 Err(e) => Err(format!("cannot read the request: {e}")),
             };
