@@ -80,7 +80,7 @@ struct StartArgs {
 struct ExecArgs {
     /// Session id, as printed by `start`
     session_id: String,
-    /// Wall-clock limit in seconds for this command [default: the profile's timeout]
+    /// Wall-clock limit for this command, in seconds or with a unit (500ms, 2m) [default: the profile's timeout]
     #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
     timeout: Option<String>,
     /// Stream output live instead of JSON; exit with the command's status
@@ -249,16 +249,18 @@ fn dispatch(command: Command, sessions_dir: &std::path::Path) -> Result<i32> {
     }
 }
 
+/// `--timeout`: a number of seconds (decimals allowed), or a duration with
+/// units as in profiles (`500ms`, `2m`, `1h30m`).
 fn parse_timeout(text: &str) -> Result<Duration> {
-    let secs: f64 = text.trim().parse().map_err(|_| {
-        anyhow!("Invalid --timeout {text:?}: expected a number of seconds, e.g. 30 or 0.5")
-    })?;
-    if !secs.is_finite() || secs <= 0.0 || secs > 7.0 * 86_400.0 {
+    const MAX_MS: u64 = 7 * 86_400 * 1_000;
+    let ms = crate::profile::units::parse_duration_ms(text)
+        .map_err(|e| anyhow!("Invalid --timeout {text:?}: {e}"))?;
+    if ms == 0 || ms > MAX_MS {
         return Err(anyhow!(
-            "Invalid --timeout {text:?}: must be greater than 0 and at most 604800 seconds (7 days)"
+            "Invalid --timeout {text:?}: must be at least 1ms and at most 604800 seconds (7 days)"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -309,7 +311,22 @@ mod tests {
     #[test]
     fn timeouts_parse_and_reject_nonsense() {
         assert_eq!(parse_timeout("1.5").unwrap(), Duration::from_millis(1500));
-        for bad in ["0", "-1", "abc", "inf", "NaN", "1e9"] {
+        assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_timeout("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_timeout("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_timeout("1m30s").unwrap(), Duration::from_secs(90));
+        for bad in [
+            "0",
+            "0s",
+            "-1",
+            "abc",
+            "inf",
+            "NaN",
+            "1e9",
+            "8d",
+            "unlimited",
+            "",
+        ] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }

@@ -309,7 +309,7 @@ fn exec_on_ended_session() {
 #[test]
 fn bad_timeouts() {
     let (sb, id) = with_session();
-    for bad in ["0", "abc", "", "1s", "nan", "inf", "99999999999"] {
+    for bad in ["0", "abc", "", "1x", "nan", "inf", "99999999999", "0ms"] {
         expect_error(
             &sb,
             &["exec", &id, "--timeout", bad],
