@@ -160,10 +160,18 @@ impl Prestarted {
     }
 
     /// Whether a fresh shell would run in the same directory: `cwd` can be
-    /// entered now (the worker enters it as the shell would; its own cwd does
-    /// not matter) and is the directory the shell is in.
+    /// entered now (the worker enters it as the shell would) and is the
+    /// directory the shell is in. The worker goes back to its own cwd after,
+    /// so that relative `PATH` entries resolve as for any worker.
     fn enters(&self, cwd: &Path) -> bool {
-        nix::unistd::chdir(cwd).is_ok() && file_id(Path::new(".")) == Some(self.cwd_id)
+        let here = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let Ok(back) = nix::fcntl::open(".", here, nix::sys::stat::Mode::empty()) else {
+            return false;
+        };
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        let back = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(back) };
+        let same = nix::unistd::chdir(cwd).is_ok() && file_id(Path::new(".")) == Some(self.cwd_id);
+        nix::unistd::fchdir(back.as_raw_fd()).is_ok() && same
     }
 
     fn alive(&mut self) -> bool {
