@@ -446,3 +446,28 @@ fn tracing_shows_the_command_only_and_the_state_is_still_saved() {
     assert_eq!(v["stdout"], "111\n", "{v}");
     sb.end(&id);
 }
+
+#[test]
+fn the_saved_cwd_is_where_the_shell_is_not_what_pwd_says() {
+    // `PWD` is an ordinary variable a command can set or unset; the saved
+    // working directory must still be the one the shell was really in.
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.work.join("sub")).unwrap();
+    let id = sb.start(&[]);
+    let sub = sb.work.join("sub").display().to_string();
+    for (command, kept) in [
+        ("cd sub; PWD=/etc; export K=1", "1"),
+        ("PWD=/; export K=2", "2"),
+        ("unset PWD; export K=3", "3"),
+    ] {
+        let v = sb.exec(&id, command);
+        assert_eq!(v["cwd"], sub.as_str(), "{command}: {v}");
+        let v = sb.exec(&id, "pwd; echo $K");
+        assert_eq!(
+            v["stdout"],
+            format!("{sub}\n{kept}\n"),
+            "after {command}: {v}"
+        );
+    }
+    sb.end(&id);
+}

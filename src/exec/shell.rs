@@ -93,7 +93,7 @@ macro_rules! bash_report {
     () => {
         concat!(
             r#"; { __ds_rc=$?; builtin set +euxv; } 2>/dev/null; "#,
-            r#"{ builtin printf 'DS1\0%s\0%s\0' "$__ds_rc" "$PWD"; "#,
+            r#"{ builtin printf 'DS1\0%s\0' "$__ds_rc"; builtin pwd 2>/dev/null; builtin printf '\0'; "#,
             r#"builtin declare -f; builtin printf '\0'; "#,
             r#"builtin alias -p; builtin printf '\0'; "#,
             r#"builtin export -p; builtin printf '\0DS1-END\0'; } >&3; "#,
@@ -190,7 +190,13 @@ pub fn parse_report(bytes: &[u8], kind: ShellKind, env_complete: bool) -> Option
         return None;
     }
     let exit_code = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let cwd = PathBuf::from(String::from_utf8(parts.next()?.to_vec()).ok()?);
+    let mut cwd = parts.next()?;
+    if kind == ShellKind::Bash {
+        // `pwd` (not `$PWD`, which the command may have set or unset) ends
+        // its line with a newline.
+        cwd = cwd.strip_suffix(b"\n")?;
+    }
+    let cwd = PathBuf::from(String::from_utf8(cwd.to_vec()).ok()?);
     if !cwd.is_absolute() {
         return None;
     }
@@ -275,7 +281,7 @@ mod tests {
         let r = report(&[
             "DS1",
             "3",
-            "/w/sub",
+            "/w/sub\n",
             "f () \n{ \n    echo\n}",
             "alias ll='ls -l'",
             "declare -x FOO=\"a=b\"\ndeclare -x _=\"x\"\ndeclare -x MULTI=\"l1\nl2\"\n",
@@ -292,7 +298,7 @@ mod tests {
 
     #[test]
     fn incomplete_or_garbage_reports_are_rejected() {
-        let full = report(&["DS1", "0", "/w", "", "", "declare -x A=\"1\"\n", END_MARK]);
+        let full = report(&["DS1", "0", "/w\n", "", "", "declare -x A=\"1\"\n", END_MARK]);
         for cut in 0..full.len() - 1 {
             assert!(
                 parse_report(&full[..cut], ShellKind::Bash, false).is_none(),
@@ -301,13 +307,13 @@ mod tests {
         }
         assert!(parse_report(b"garbage\0", ShellKind::Bash, false).is_none());
         assert!(parse_report(
-            &report(&["DS1", "x", "/w", "", "", END_MARK]),
+            &report(&["DS1", "x", "/w\n", "", "", END_MARK]),
             ShellKind::Bash,
             false
         )
         .is_none());
         assert!(parse_report(
-            &report(&["DS1", "0", "rel", "", "", END_MARK]),
+            &report(&["DS1", "0", "rel\n", "", "", END_MARK]),
             ShellKind::Bash,
             false
         )
@@ -341,7 +347,7 @@ mod tests {
         let r = report(&[
             "DS1",
             "0",
-            "/w/sub",
+            "/w/sub\n",
             "f () \n{ \n    echo\n}",
             "alias ll='ls -l'",
             "declare -x B=\"2\"\n",
