@@ -516,3 +516,25 @@ fn session_memory_is_limited_as_a_whole_where_cgroups_allow() {
         assert!(!dir.exists(), "{} outlived the session", dir.display());
     }
 }
+
+#[test]
+fn limits_hold_in_pre_started_shells_and_in_shells_started_for_the_exec() {
+    // An exec runs either in the shell pre-started for it or in one it starts
+    // itself (`--raw`, or a session exporting BASH_ENV): both must carry the
+    // profile's limits, or a check in one exec says nothing of the next.
+    let (sb, id) = session_with_limits("open_files = 32\nprocesses = 50");
+    let probe = "ulimit -n; ulimit -u";
+    let expected = "32\n50\n";
+    for round in 0..2 {
+        let v = sb.exec(&id, probe);
+        assert_eq!(v["stdout"], expected, "captured exec, round {round}: {v}");
+        let r = sb.run(&["exec", &id, "--raw"], probe.as_bytes());
+        assert_eq!(r.stdout, expected, "--raw exec, round {round}: {r:?}");
+    }
+    sb.exec(&id, "export BASH_ENV=/dev/null");
+    for round in 0..2 {
+        let v = sb.exec(&id, probe);
+        assert_eq!(v["stdout"], expected, "BASH_ENV session, round {round}: {v}");
+    }
+    sb.end(&id);
+}
