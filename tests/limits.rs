@@ -534,7 +534,10 @@ fn limits_hold_in_pre_started_shells_and_in_shells_started_for_the_exec() {
     sb.exec(&id, "export BASH_ENV=/dev/null");
     for round in 0..2 {
         let v = sb.exec(&id, probe);
-        assert_eq!(v["stdout"], expected, "BASH_ENV session, round {round}: {v}");
+        assert_eq!(
+            v["stdout"], expected,
+            "BASH_ENV session, round {round}: {v}"
+        );
     }
     sb.end(&id);
 }

@@ -929,3 +929,26 @@ fn start_and_every_exec_leave_the_next_shell_waiting() {
     assert_eq!((r.status, r.stdout.as_str()), (0, "0\n"), "{r:?}");
     sb.end(&id);
 }
+
+#[test]
+fn a_shell_program_replaced_between_execs_is_the_one_that_runs() {
+    // Same path on PATH, new file: a fresh exec runs the new one, so a shell
+    // pre-started from the old file must not be used.
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    ok(
+        &sb,
+        &id,
+        "mkdir -p bin && cp /bin/bash bin/bash && export PATH=$PWD/bin:$PATH",
+    );
+    assert_eq!(out(&sb, &id, "echo old"), "old\n");
+    // Give the next shell time to be pre-started from the old file.
+    std::thread::sleep(Duration::from_millis(200));
+    let bin = sb.work.join("bin");
+    std::fs::write(bin.join("bash.new"), "#!/bin/sh\necho replaced\n").unwrap();
+    std::fs::set_permissions(bin.join("bash.new"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(bin.join("bash.new"), bin.join("bash")).unwrap();
+    let v = sb.exec(&id, "echo new");
+    assert_eq!(v["stdout"], "replaced\n", "{v}");
+    sb.end(&id);
+}
