@@ -1,18 +1,16 @@
 #!/usr/bin/env python3
 """Times exec `true` of several delta-sessions binaries against `bash -c true`,
-interleaved in one run, and prints medians (see scripts/compare.sh)."""
+interleaved in one run, and prints medians (see scripts/compare.sh). The
+timing and interleaving are bench.py's."""
 import argparse
 import json
-import statistics
+import os
 import subprocess
+import sys
 import tempfile
-import time
 
-
-def timed(argv):
-    t = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return (time.perf_counter() - t) * 1000
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import interleave, med, timed  # noqa: E402
 
 
 def main():
@@ -21,30 +19,25 @@ def main():
     ap.add_argument("binaries", nargs="+", help="LABEL=PATH")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="ds-compare-")
-    sessions = {}
-    cands = [("bash -c true", ["bash", "-c", "true"])]
-    for item in a.binaries:
-        label, path = item.split("=", 1)
-        out = subprocess.run([path, "start"], cwd=work, capture_output=True, check=True).stdout
-        sid = json.loads(out)["session_id"]
-        sessions[label] = (path, sid)
-        cands.append((f"exec true, {label}", [path, "--sessions-dir", f"{work}/.sessions", "exec", sid, "true"]))
+    sessions_dir = os.path.join(work, ".sessions")
+    sessions = []
+    cands = [("bash -c true", lambda: timed(["bash", "-c", "true"])[0])]
     try:
-        for _ in range(10):
-            for _, argv in cands:
-                timed(argv)
-        results = {label: [] for label, _ in cands}
-        for _ in range(a.rounds):
-            for label, argv in cands:
-                results[label].append(timed(argv))
-        base = statistics.median(results["bash -c true"])
+        for item in a.binaries:
+            label, path = item.split("=", 1)
+            _, out = timed([path, "--sessions-dir", sessions_dir, "start"], cwd=work)
+            sid = json.loads(out)["session_id"]
+            sessions.append((path, sid))
+            argv = [path, "--sessions-dir", sessions_dir, "exec", sid, "true"]
+            cands.append((f"exec true, {label}", lambda argv=argv: timed(argv)[0]))
+        results = interleave(cands, a.rounds, warmup=10)
+        base = med(results["bash -c true"])
         print(f"{a.rounds} rounds, interleaved")
         for label, xs in results.items():
-            m = statistics.median(xs)
-            print(f"  {label:40s} median {m:6.2f} ms  +{m - base:5.2f} ms over bash -c true")
+            print(f"  {label:40s} median {med(xs):6.2f} ms  +{med(xs) - base:5.2f} ms over bash -c true")
     finally:
-        for path, sid in sessions.values():
-            subprocess.run([path, "--sessions-dir", f"{work}/.sessions", "end", "--remove", sid],
+        for path, sid in sessions:
+            subprocess.run([path, "--sessions-dir", sessions_dir, "end", "--remove", sid],
                            capture_output=True)
 
 
