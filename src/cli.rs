@@ -3,7 +3,7 @@
 
 use crate::commands::{self, StartOptions};
 use crate::exec::{self, ExecOptions};
-use crate::store::{SessionId, Store};
+use crate::store::SessionId;
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -123,9 +123,8 @@ enum ProfilesAction {
 
 #[derive(Debug, Args)]
 struct HolderArgs {
-    session_dir: PathBuf,
-    work_dir: PathBuf,
-    home: PathBuf,
+    /// Names the process only; the configuration comes over a descriptor.
+    session_id: String,
 }
 
 /// Runs the program; returns the process exit status.
@@ -198,10 +197,9 @@ fn dispatch(command: Command, sessions_dir: &std::path::Path) -> Result<i32> {
         Command::Exec(a) => {
             let id = SessionId::parse(&a.session_id).map_err(|e| anyhow!(e))?;
             let timeout = a.timeout.as_deref().map(parse_timeout).transpose()?;
-            let store = Store::open(sessions_dir, false)?;
             let raw = a.raw;
             let result = exec::run(
-                &store,
+                sessions_dir,
                 &id,
                 ExecOptions {
                     command: a.command,
@@ -226,8 +224,18 @@ fn dispatch(command: Command, sessions_dir: &std::path::Path) -> Result<i32> {
             Ok(0)
         }
         Command::Cleanup => {
-            print_json(&commands::cleanup(sessions_dir)?)?;
-            Ok(0)
+            let (removed, failures) = commands::cleanup(sessions_dir)?;
+            print_json(&removed)?;
+            if failures.is_empty() {
+                Ok(0)
+            } else {
+                eprintln!(
+                    "Error: cleanup could not remove {} session(s): {}",
+                    failures.len(),
+                    failures.join("; ")
+                );
+                Ok(1)
+            }
         }
         Command::Profiles(a) => match a.action {
             None => {
@@ -241,11 +249,7 @@ fn dispatch(command: Command, sessions_dir: &std::path::Path) -> Result<i32> {
             }
         },
         Command::Doctor => Ok(crate::doctor::run()),
-        Command::Holder(a) => crate::jail::holder::main(crate::jail::holder::HolderArgs {
-            session_dir: a.session_dir,
-            work_dir: a.work_dir,
-            home_target: a.home,
-        }),
+        Command::Holder(_) => crate::jail::holder::main(),
     }
 }
 

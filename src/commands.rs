@@ -4,7 +4,8 @@
 use crate::exec::shell::valid_name;
 use crate::jail;
 use crate::profile::Profile;
-use crate::store::{Metadata, SessionId, State, Status, Store};
+use crate::store::trusted::{self, FileId};
+use crate::store::{Metadata, SessionId, State, StateDir, Status, Store};
 use crate::timefmt;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -39,8 +40,57 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     }
     check_program(&command[0])?;
 
-    let store = Store::open(sessions_dir, true)?;
-    let session = store.create_session()?;
+    let state_dir = StateDir::open(true)?.context("the state dir vanished")?;
+    let view = trusted::view_paths(&profile, &work_dir);
+    let (session, control, anchor) = {
+        // Checked and recorded under one lock, so that two starts cannot each
+        // miss the other's sessions dir.
+        let _registry = state_dir.lock_registry()?;
+        let sessions_real = crate::store::resolve_would_be(sessions_dir)?;
+        check_layout(&state_dir, &sessions_real, &work_dir, &view)
+            .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
+        let store = Store::open(sessions_dir, true)?;
+        let session = store.create_session()?;
+        let ids = (|| -> Result<_> {
+            Ok((
+                FileId::stat(store.root())?,
+                FileId::lstat(&session.dir)?,
+                view.iter()
+                    .map(|p| {
+                        Ok(trusted::ViewRoot {
+                            path: p.clone(),
+                            id: FileId::stat(p)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ))
+        })();
+        let (sessions_dir_id, session_dir_id, view_roots) = match ids {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&session.dir);
+                return Err(e);
+            }
+        };
+        let anchor = trusted::Anchor {
+            session_id: session.id.to_string(),
+            sessions_dir: store.root().to_path_buf(),
+            sessions_dir_id,
+            session_dir_id,
+            work_dir: work_dir.clone(),
+            pins: trusted::pins_of(&profile, &view),
+            profile: profile.clone(),
+            view: view_roots,
+        };
+        match state_dir.create(&anchor) {
+            Ok(control) => (session, control, anchor),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&session.dir);
+                let _ = state_dir.session(session.id.as_str()).remove();
+                return Err(e);
+            }
+        }
+    };
     let created = (|| -> Result<Value> {
         let _meta_lock = session.lock_metadata()?;
         let env = initial_env(&profile, &session, &overrides);
@@ -52,7 +102,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         };
         session.write_state(&state)?;
         std::fs::write(session.history_path(), b"")?;
-        let holder = jail::start(&session, &profile, &work_dir)?;
+        let (holder, pending) = jail::start(&session, &control, &anchor)?;
         let meta = Metadata {
             session_id: session.id.to_string(),
             command: command[0].clone(),
@@ -67,14 +117,19 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             jail_restarts: 0,
             ended_at: None,
         };
-        if let Err(e) = session.write_metadata(&meta) {
-            let _ = jail::stop(&session, &holder);
+        let recorded = control
+            .write_holder(Some(&holder))
+            .and_then(|()| session.write_metadata(&meta));
+        if let Err(e) = recorded {
+            let _ = jail::stop(&control, &holder);
             return Err(e);
         }
+        // Only now may the holder outlive us: until this, our death ends it.
+        pending.commit()?;
         // Last, so that the holder's work on it does not slow `start` down;
         // without it the first exec only starts its own shell.
         if let Some(first) = crate::exec::first_prestart(&command, &state, &work_dir, &profile) {
-            let _ = jail::queue_prestart(&session, &first);
+            let _ = jail::queue_prestart(&control, &first);
         }
         Ok(json!({
             "session_id": session.id.as_str(),
@@ -87,8 +142,47 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     if created.is_err() {
         // A session that could not be built leaves nothing behind.
         let _ = std::fs::remove_dir_all(&session.dir);
+        let _ = control.remove();
     }
     created
+}
+
+/// Checks that the new session's sessions dir and view keep every session's
+/// files out of every jail (see [`trusted::check_layout`]).
+fn check_layout(
+    state_dir: &StateDir,
+    sessions_dir: &Path,
+    work_dir: &Path,
+    view: &[PathBuf],
+) -> std::result::Result<(), String> {
+    let known: Vec<trusted::Known> = state_dir
+        .anchors()
+        .into_iter()
+        .filter_map(|(control, anchor)| {
+            // A record whose directories are gone or replaced protects nothing
+            // any more (its files are not where it says).
+            let placed = trusted::Placed::of(&anchor.sessions_dir);
+            let session_dir = anchor.sessions_dir.join(&anchor.session_id);
+            if placed.id != Some(anchor.sessions_dir_id)
+                || FileId::lstat(&session_dir).ok() != Some(anchor.session_dir_id)
+            {
+                return None;
+            }
+            Some(trusted::Known {
+                live: !control.is_ended(),
+                session_id: anchor.session_id,
+                sessions_dir: placed,
+                view: anchor.view.iter().map(|v| v.id).collect(),
+            })
+        })
+        .collect();
+    let candidate = trusted::Candidate {
+        sessions_dir: trusted::Placed::of(sessions_dir),
+        work_dir: trusted::Placed::of(work_dir),
+        view: view.iter().map(|p| trusted::Placed::of(p)).collect(),
+        state_dir: trusted::Placed::of(state_dir.root()),
+    };
+    trusted::check_layout(&candidate, &known)
 }
 
 fn resolve_work_dir(dir: Option<&Path>) -> Result<PathBuf> {
@@ -182,26 +276,43 @@ fn initial_env(
 
 pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
     let id = SessionId::parse(id).map_err(|e| anyhow!(e))?;
-    let store = Store::open(sessions_dir, false)?;
-    let session = store.existing(&id)?;
+    let opened = crate::store::open_session(sessions_dir, &id)?;
+    let (session, control) = (&opened.session, &opened.control);
     {
         let _meta_lock = session.lock_metadata()?;
-        let mut meta = session.read_metadata()?;
-        if meta.status == Status::Terminated {
-            bail!("Session {id} has already ended (use `delta-sessions cleanup` to remove ended sessions)");
+        // The holder comes from the trusted record, so that a damaged
+        // metadata.json cannot keep a jail alive, nor name a process to kill.
+        // Killed first and recorded after: an `end` killed in between leaves
+        // the session active, and the next `end` finishes the job.
+        if let Some(h) = control.holder()? {
+            jail::stop(control, &h)?;
+            control.write_holder(None)?;
         }
-        // Terminated first: a concurrent exec then refuses to rebuild the jail.
-        meta.status = Status::Terminated;
-        meta.ended_at = Some(timefmt::now_rfc3339());
-        let holder = meta.holder.take();
-        session.write_metadata(&meta)?;
-        if let Some(h) = holder {
-            jail::stop(&session, &h)?;
+        let meta = session.read_metadata();
+        let already = matches!(&meta, Ok(m) if m.status == Status::Terminated);
+        control.mark_ended()?;
+        match meta {
+            Ok(mut meta) if !already => {
+                meta.status = Status::Terminated;
+                meta.ended_at = Some(timefmt::now_rfc3339());
+                meta.holder = None;
+                session.write_metadata(&meta)?;
+            }
+            Ok(_) => {
+                bail!("Session {id} has already ended (use `delta-sessions cleanup` to remove ended sessions)")
+            }
+            Err(e) if !remove => {
+                return Err(e.context(format!(
+                    "its processes are stopped; remove it with `delta-sessions end --remove {id}` or `delta-sessions cleanup`"
+                )))
+            }
+            Err(_) => {}
         }
     }
     if remove {
-        std::fs::remove_dir_all(&session.dir)
+        crate::store::remove_tree(&session.dir)
             .with_context(|| format!("cannot remove {}", session.dir.display()))?;
+        control.remove()?;
     }
     Ok(json!({"status": "terminated", "session_id": id.as_str()}))
 }
@@ -242,29 +353,93 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
-pub fn cleanup(sessions_dir: &Path) -> Result<Value> {
+/// `cleanup`: removes ended (and corrupt) sessions. It goes on past a
+/// session it cannot remove and reports each failure at the end.
+pub fn cleanup(sessions_dir: &Path) -> Result<(Value, Vec<String>)> {
     let store = Store::open(sessions_dir, false)?;
+    let state = StateDir::open(false)?;
+    let store_id = FileId::stat(store.root()).ok();
     let mut removed = Vec::new();
+    let mut failures = Vec::new();
     for id in store.list_ids()? {
-        let session = store.session(&id);
-        let _meta_lock = session.lock_metadata()?;
-        let (remove, corrupt) = match session.read_metadata() {
-            Ok(meta) => (meta.status == Status::Terminated, false),
-            // A session being created has no metadata for a moment: leave young ones alone.
-            Err(_) => (age(&session.dir) > std::time::Duration::from_secs(60), true),
-        };
-        if remove {
-            if corrupt {
-                // Its holder may still run; it must not outlive the directory
-                // that names it.
-                crate::jail::stop_unrecorded(&session)?;
-            }
-            std::fs::remove_dir_all(&session.dir)
-                .with_context(|| format!("cannot remove {}", session.dir.display()))?;
-            removed.push(Value::String(id.to_string()));
+        match cleanup_one(&store, state.as_ref(), store_id, &id) {
+            Ok(true) => removed.push(Value::String(id.to_string())),
+            Ok(false) => {}
+            Err(e) => failures.push(format!("{id}: {e:#}")),
         }
     }
-    Ok(Value::Array(removed))
+    // Records of this sessions dir's sessions whose directory is gone.
+    if let Some(state) = &state {
+        for (control, anchor) in state.anchors() {
+            if Some(anchor.sessions_dir_id) != store_id
+                || store.root().join(&anchor.session_id).exists()
+            {
+                continue;
+            }
+            if let Ok(Some(h)) = control.holder() {
+                let _ = jail::stop(&control, &h);
+            }
+            if let Err(e) = control.remove() {
+                failures.push(format!("{}: {e:#}", anchor.session_id));
+            }
+        }
+    }
+    Ok((Value::Array(removed), failures))
+}
+
+/// Removes one session if it has ended or is corrupt; `Ok(false)` leaves it.
+fn cleanup_one(
+    store: &Store,
+    state: Option<&StateDir>,
+    store_id: Option<FileId>,
+    id: &SessionId,
+) -> Result<bool> {
+    let session = store.session(id);
+    let control = state.map(|s| s.session(id.as_str()));
+    let anchor = match &control {
+        Some(c) => c.anchor()?,
+        None => None,
+    };
+    let ours = anchor.as_ref().is_some_and(|a| {
+        Some(a.sessions_dir_id) == store_id
+            && FileId::lstat(&session.dir).ok() == Some(a.session_dir_id)
+    });
+    let young = age(&session.dir) < std::time::Duration::from_secs(60);
+    if anchor.is_some() && !ours {
+        // Recorded for another directory: not this one's to judge.
+        return Ok(false);
+    }
+    let _meta_lock = session.lock_metadata()?;
+    let metadata = session.read_metadata();
+    let remove = match (&metadata, &control) {
+        (Ok(meta), _) => meta.status == Status::Terminated,
+        // Corrupt: an ended one goes now; otherwise give a start in progress
+        // (no metadata yet) its time.
+        (Err(_), Some(c)) if ours && c.is_ended() => true,
+        (Err(_), _) => !young,
+    };
+    if !remove {
+        return Ok(false);
+    }
+    match (&control, ours) {
+        (Some(c), true) => {
+            if let Some(h) = c.holder()? {
+                jail::stop(c, &h)?;
+                c.write_holder(None)?;
+            }
+        }
+        // Not recorded: a holder may still run under its id.
+        (Some(c), false) => {
+            jail::stop_unrecorded(&session, c)?;
+        }
+        (None, _) => {}
+    }
+    crate::store::remove_tree(&session.dir)
+        .with_context(|| format!("cannot remove {}", session.dir.display()))?;
+    if let (Some(c), true) = (&control, ours) {
+        c.remove()?;
+    }
+    Ok(true)
 }
 
 fn age(path: &Path) -> std::time::Duration {

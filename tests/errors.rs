@@ -193,14 +193,34 @@ fn corrupt_state_json() {
     assert_eq!(sb.exec(&id, "echo $A")["stdout"], "1\n");
 }
 
+/// profile.json is the readable record only: the session keeps the profile
+/// it was started with (kept in the state dir), even across a jail rebuild.
 #[test]
-fn corrupt_profile_json() {
+fn a_corrupt_or_rewritten_profile_json_changes_nothing() {
     let (sb, id) = with_session();
     let path = sb.session_dir(&id).join("profile.json");
-    let saved = std::fs::read(&path).unwrap();
     std::fs::write(&path, b"{\"name\": ").unwrap();
-    expect_error(&sb, &["exec", &id], b"echo hi", &["profile.json"]);
-    std::fs::write(&path, saved).unwrap();
+    let v = sb.exec(&id, "echo hi");
+    assert_eq!(v["stdout"], "hi\n", "{v}");
+    // A profile.json that asks for no jail at all, then a rebuild.
+    let mut p: serde_json::Value = serde_json::from_str(
+        &String::from_utf8(
+            sb.run(&["profiles", "show", "unconfined"], b"")
+                .stdout
+                .into_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    p["name"] = "default".into();
+    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "ls -d /root 2>&1; cat /proc/1/comm");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert_eq!(
+        v["stdout"], "ls: cannot access '/root': No such file or directory\nds-holder\n",
+        "the rebuilt jail is the one of the profile given at start: {v}"
+    );
 }
 
 #[test]

@@ -343,3 +343,118 @@ fn the_hosts_cgroup_paths_are_hidden() {
         );
     }
 }
+
+/// Modes of every file below `dir` that carry a set-user-ID or set-group-ID bit.
+fn set_id_files(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = md.permissions().mode();
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if mode & 0o6000 != 0 && !md.file_type().is_symlink() {
+                found.push((e.path(), mode));
+            }
+        }
+    }
+    found
+}
+
+/// Issue 10, critical 2: whatever call the jail uses, no file it makes or
+/// changes is set-user-ID or set-group-ID on the host (where a root-owned
+/// one would run as root for any host user).
+#[test]
+fn no_file_made_in_the_jail_is_set_id_on_the_host() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let script = r#"
+cp /bin/true a; chmod 4755 a; chmod u+s a; chmod g+s a
+install -m 6755 /bin/true b
+python3 - <<'PY'
+import ctypes, os, stat
+libc = ctypes.CDLL(None, use_errno=True)
+try: os.close(os.open("c", os.O_CREAT | os.O_WRONLY, 0o4755))
+except OSError: pass
+open("d", "w").close()
+fd = os.open("d", os.O_RDONLY)
+for f in (lambda: os.fchmod(fd, 0o4755), lambda: os.chmod("d", 0o2755),
+          lambda: os.mknod("e", stat.S_IFREG | 0o4755), lambda: os.mkdir("f", 0o2755)):
+    try: f()
+    except OSError: pass
+libc.syscall(85, b"g", 0o4755)                       # creat
+libc.syscall(268, -100, b"d", 0o4755)                # fchmodat
+libc.syscall(452, -100, b"d", 0o6755, 0)             # fchmodat2
+libc.syscall(259, -100, b"h", stat.S_IFREG | 0o6755, 0)  # mknodat
+class How(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+how = How(os.O_CREAT | os.O_WRONLY, 0o4755, 0)
+r = libc.syscall(437, -100, b"i", ctypes.byref(how), ctypes.sizeof(how))  # openat2
+print("openat2", r, ctypes.get_errno())
+PY
+ls -l | grep -c '^-..[sS]\|^-.....[sS]'
+"#;
+    let v = sb.exec(&id, script);
+    let out = v["stdout"].as_str().unwrap();
+    assert!(
+        out.starts_with(&format!("openat2 -1 {}\n", libc::ENOSYS)),
+        "{v}"
+    );
+    let found = set_id_files(&sb.work);
+    assert!(found.is_empty(), "set-id files on the host: {found:?}");
+    // Ordinary modes still work.
+    let v = sb.exec(&id, "chmod 0755 a && chmod 1777 d && stat -c %a a d");
+    assert_eq!(v["stdout"], "755\n1777\n", "{v}");
+}
+
+/// Issue 10: AF_VSOCK is not confined by the network namespace; it and the
+/// other rarely used families are denied. Unix, IP and netlink stay.
+#[test]
+fn only_unix_ip_and_netlink_sockets_can_be_made() {
+    let sb = Sandbox::new();
+    let script = r#"
+import socket
+for name, fam, kind in [("vsock", 40, socket.SOCK_STREAM), ("packet", 17, socket.SOCK_RAW),
+                        ("alg", 38, socket.SOCK_SEQPACKET), ("bluetooth", 31, socket.SOCK_STREAM),
+                        ("unix", socket.AF_UNIX, socket.SOCK_STREAM), ("inet", socket.AF_INET, socket.SOCK_STREAM),
+                        ("inet6", socket.AF_INET6, socket.SOCK_DGRAM), ("netlink", socket.AF_NETLINK, socket.SOCK_RAW)]:
+    try:
+        socket.socket(fam, kind).close(); print(name, "ok")
+    except OSError as e:
+        print(name, e.errno)
+a, b = socket.socketpair(); print("socketpair ok")
+"#;
+    let (out, err, _) = jailed(&sb, &format!("python3 - <<'PY'\n{script}\nPY"));
+    let eaf = libc::EAFNOSUPPORT;
+    assert_eq!(
+        out,
+        format!("vsock {eaf}\npacket {eaf}\nalg {eaf}\nbluetooth {eaf}\nunix ok\ninet ok\ninet6 ok\nnetlink ok\nsocketpair ok\n"),
+        "stderr: {err}"
+    );
+}
+
+/// Issue 10: the jail's /proc hides the caller's keyrings and the kernel's
+/// internals, as container runtimes do.
+#[test]
+fn proc_keys_and_kernel_internals_are_masked() {
+    let sb = Sandbox::new();
+    let (out, _, _) = jailed(
+        &sb,
+        "for f in keys key-users timer_list sched_debug interrupts kallsyms vmallocinfo; do \
+           [ -e /proc/$f ] || continue; printf '%s %s\\n' $f $(cat /proc/$f 2>/dev/null | wc -c); done; \
+         ls /proc/acpi 2>/dev/null | wc -l; echo x > /proc/sysrq-trigger 2>/dev/null; echo end",
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.pop(), Some("end"), "{out}");
+    assert_eq!(lines.pop(), Some("0"), "/proc/acpi shows entries: {out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("keys ")),
+        "no /proc/keys checked: {out}"
+    );
+    for l in lines {
+        assert!(l.ends_with(" 0"), "not masked: {l} ({out})");
+    }
+}

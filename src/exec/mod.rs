@@ -12,7 +12,7 @@ pub mod shell;
 
 use crate::jail::{self, Exit, SpawnRequest, WorkerEvent};
 use crate::profile::Profile;
-use crate::store::{HistoryEntry, Metadata, SessionDir, SessionId, State, Status, Store};
+use crate::store::{HistoryEntry, Metadata, SessionDir, SessionId, State, Status};
 use crate::timefmt;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::fcntl::OFlag;
@@ -72,8 +72,9 @@ fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok,
 }
 
 /// Runs one exec. Errors are delta-sessions' own (unknown session, bad input, broken jail).
-pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResult> {
-    let session = store.existing(id)?;
+pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<ExecResult> {
+    let opened = crate::store::open_session(sessions_dir, id)?;
+    let session = &opened.session;
     let meta = session.read_metadata()?;
     ensure_active(&meta, id)?;
     let command = input::read_command(opts.command.clone())?;
@@ -82,22 +83,24 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
     // Re-read under the lock: an `end` may have happened while we waited.
     let meta = session.read_metadata()?;
     ensure_active(&meta, id)?;
-    let profile: Profile = crate::store::read_json(&session.profile_path(), id)?;
+    // The profile given at start, from the trusted record: profile.json is
+    // only the readable copy.
+    let profile: &Profile = &opened.anchor.profile;
     let state = session.read_state()?;
 
-    let (conn, jail_restarted) = connect_or_restart(&session, &profile)?;
+    let (conn, jail_restarted) = connect_or_restart(&opened)?;
     let kind = ShellKind::of_session(&meta.command, &meta.args);
     let started = Instant::now();
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_millis(profile.limits.timeout_ms));
     let run = launch(
-        &conn, opts.raw, &profile, &meta, &state, kind, &command, timeout,
+        &conn, opts.raw, profile, &meta, &state, kind, &command, timeout,
     )?;
     // Counted as soon as the command runs, so that this write overlaps with
     // the command instead of adding to the exec's latency.
-    let started_at = count_exec(&session)?;
-    let (collected, report) = collect(&conn, run, &profile, &opts, timeout)?;
+    let started_at = count_exec(session)?;
+    let (collected, report) = collect(&conn, run, profile, &opts, timeout)?;
     let elapsed = started.elapsed();
 
     // State: only a complete report replaces the previous state.
@@ -140,7 +143,7 @@ pub fn run(store: &Store, id: &SessionId, opts: ExecOptions) -> Result<ExecResul
         session.write_state(&new_state)?;
     }
     record_history(
-        &session,
+        session,
         started_at,
         &command,
         exit_code,
@@ -189,24 +192,33 @@ fn ensure_active(meta: &Metadata, id: &SessionId) -> Result<()> {
     Ok(())
 }
 
-/// Reaches the holder, rebuilding the jail from the session's files if it died.
-fn connect_or_restart(session: &SessionDir, profile: &Profile) -> Result<(UnixStream, bool)> {
-    if let Some(conn) = jail::connect(session)? {
+/// Reaches the holder, rebuilding the jail from the trusted record if it died.
+fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool)> {
+    let session = &opened.session;
+    let control = &opened.control;
+    if let Some(conn) = jail::connect(control)? {
         return Ok((conn, false));
     }
     let _meta_lock = session.lock_metadata()?;
     let mut meta = session.read_metadata()?;
     ensure_active(&meta, &session.id)?;
-    if let Some(old) = &meta.holder {
+    if let Some(old) = control.holder()? {
         // A holder that lost its socket but still runs must not linger.
-        jail::stop(session, old)?;
+        jail::stop(control, &old)?;
     }
-    let record = jail::start(session, profile, &meta.work_dir)
+    let (record, pending) = jail::start(session, control, &opened.anchor)
         .with_context(|| format!("cannot restart the jail of session {}", session.id))?;
-    meta.holder = Some(record);
+    meta.holder = Some(record.clone());
     meta.jail_restarts += 1;
-    session.write_metadata(&meta)?;
-    let conn = jail::connect(session)?
+    let recorded = control
+        .write_holder(Some(&record))
+        .and_then(|()| session.write_metadata(&meta));
+    if let Err(e) = recorded {
+        let _ = jail::stop(control, &record);
+        return Err(e);
+    }
+    pending.commit()?;
+    let conn = jail::connect(control)?
         .ok_or_else(|| anyhow!("the rebuilt jail of session {} does not answer", session.id))?;
     Ok((conn, true))
 }

@@ -8,12 +8,17 @@
 //! starts and keeps the interpreter (see [`interpreter`](super::interpreter)).
 //! When it dies, the kernel kills every process of the session.
 //!
-//! Start-up handshake on the status pipe (holder -> parent), one line each:
-//! `U` user namespace created (parent writes the id maps, then one byte on the
-//! sync pipe), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
+//! The parent first sends a [`HolderConfig`] on the control socket (the
+//! holder's command line shows only the session id). Start-up handshake on
+//! the status pipe (holder -> parent), one line each: `U` user namespace
+//! created (parent writes the id maps, then sends the go-ahead on the control
+//! socket), `P<pid>` host pid of the holder proper, `R` ready, or `E<why>`.
+//! Once the parent has recorded the holder it sends `C` on the control
+//! socket; a holder whose control socket closes before that exits (its
+//! `start` died, and nobody could ever end it).
 
 use super::interpreter::Interpreters;
-use super::{mounts, prestart, protocol, rlimits, worker, GoAhead};
+use super::{mounts, prestart, protocol, rlimits, worker, GoAhead, HolderConfig};
 use crate::profile::{Isolation, Network, Profile};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -24,29 +29,28 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Descriptor numbers the parent passes to the holder.
 pub const LISTEN_FD: RawFd = 3;
 pub const STATUS_FD: RawFd = 4;
 pub const CONTROL_FD: RawFd = 5;
 
-/// Where the holder finds what it builds.
-#[derive(Debug, Clone)]
-pub struct HolderArgs {
-    pub session_dir: PathBuf,
-    pub work_dir: PathBuf,
-    pub home_target: PathBuf,
-}
-
 /// Entry point of `delta-sessions __holder`. Never returns.
-pub fn main(args: HolderArgs) -> ! {
+pub fn main() -> ! {
     // SAFETY: the parent set up these descriptors for us and nothing else owns them.
     let status = unsafe { File::from_raw_fd(STATUS_FD) };
     let mut status = Some(status);
-    if let Err(e) = start(&args, &mut status) {
+    // SAFETY: as above.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    // Never inherited by what the jail runs.
+    let _ = nix::fcntl::fcntl(
+        CONTROL_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    if let Err(e) = start(control, &mut status) {
         report_error(&mut status, &e);
         std::process::exit(1);
     }
@@ -86,11 +90,12 @@ fn write_line(f: &mut File, line: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
-    let profile_text = std::fs::read(args.session_dir.join("profile.json"))
-        .context("cannot read the session's profile.json")?;
-    let profile: Profile =
-        serde_json::from_slice(&profile_text).context("the session's profile.json is invalid")?;
+fn start(control: UnixStream, status: &mut Option<File>) -> Result<()> {
+    let (args, _) = protocol::recv_json::<HolderConfig>(&control)
+        .context("waiting for the holder's configuration")?
+        .context("the parent sent no configuration")?;
+    let profile = args.profile.clone();
+    let args = &args;
     let jailed = profile.isolation == Isolation::Jail;
     let mut jail = None;
     // Detach from the caller's terminal and process group: Ctrl-C or the end of
@@ -104,8 +109,6 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
             )
         })?;
         status_line(status, "U")?;
-        // SAFETY: descriptor handed to us by the parent, owned by nobody else.
-        let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
         let (go, premounted) = protocol::recv_json::<GoAhead>(&control)
             .context("waiting for the parent's go-ahead")?
             .context("the parent did not finish the user namespace set-up")?;
@@ -146,16 +149,13 @@ fn start(args: &HolderArgs, status: &mut Option<File>) -> Result<()> {
             sources,
             premounted,
         });
-    } else {
-        // SAFETY: the unused control socket was passed to us; nothing else refers to it.
-        unsafe { libc::close(CONTROL_FD) };
     }
     // The holder proper is a child: only children enter the new PID namespace.
     // SAFETY: this process is single-threaded (no thread was ever spawned).
     match unsafe { fork() }.context("fork")? {
         ForkResult::Parent { child } => status_line(status, &format!("P{}", child.as_raw())),
         ForkResult::Child => {
-            let code = match init(&profile, jail, status) {
+            let code = match init(&profile, jail, status, control) {
                 Ok(()) => 0,
                 Err(e) => {
                     report_error(status, &e);
@@ -175,7 +175,7 @@ struct JailParts {
     premounted: Vec<OwnedFd>,
 }
 
-fn rootfs_spec(args: &HolderArgs, profile: &Profile, premounted: bool) -> mounts::RootfsSpec {
+fn rootfs_spec(args: &HolderConfig, profile: &Profile, premounted: bool) -> mounts::RootfsSpec {
     let sessions_root = args
         .session_dir
         .parent()
@@ -197,7 +197,12 @@ fn rootfs_spec(args: &HolderArgs, profile: &Profile, premounted: bool) -> mounts
 }
 
 /// Builds the jail around this process and serves execs until killed.
-fn init(profile: &Profile, jail: Option<JailParts>, status: &mut Option<File>) -> Result<()> {
+fn init(
+    profile: &Profile,
+    jail: Option<JailParts>,
+    status: &mut Option<File>,
+    control: UnixStream,
+) -> Result<()> {
     // SAFETY: the listening socket was passed by the parent and is owned by nobody else.
     let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };
     let limits = rlimits::plan(&profile.limits);
@@ -225,7 +230,7 @@ fn init(profile: &Profile, jail: Option<JailParts>, status: &mut Option<File>) -
     status_line(status, "R")?;
     // Closing our end lets the parent see EOF.
     *status = None;
-    serve(&listener, &sigchld, &limits)
+    serve(&listener, &sigchld, &limits, control)
 }
 
 /// Runs as PID 1 of the new PID namespace (the session's `/proc` needs it).
@@ -253,8 +258,11 @@ fn serve(
     listener: &UnixListener,
     sigchld: &SignalFd,
     limits: &[rlimits::RlimitStep],
+    control: UnixStream,
 ) -> Result<()> {
     let mut interpreters = Interpreters::default();
+    // Until the parent confirms that it recorded us.
+    let mut uncommitted = Some(control);
     // The worker waiting with the next exec's pre-started bash.
     let mut idle: Option<prestart::Idle> = None;
     loop {
@@ -268,6 +276,11 @@ fn serve(
                 .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
         );
         let channels = fds.len();
+        let control_at = uncommitted.as_ref().map(|c| {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let idle_at = fds.len();
         fds.extend(
             interpreters
                 .idle_output()
@@ -281,12 +294,28 @@ fn serve(
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
+        if let (Some(at), Some(c)) = (control_at, uncommitted.as_ref()) {
+            if ready[at] {
+                let mut byte = [0u8; 1];
+                match nix::unistd::read(c.as_raw_fd(), &mut byte) {
+                    Ok(1) if byte[0] == b'C' => uncommitted = None,
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    // The parent died (or misspoke) before recording us: no
+                    // one could ever end this session, so end it now. As PID 1
+                    // our exit kills the jail; unjailed, the subtree goes first.
+                    _ => {
+                        kill_children();
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
         if ready[1] {
             while let Ok(Some(_)) = sigchld.read_signal() {}
             reap_all(&mut interpreters);
         }
         // Before serve_ready, which may lend the pipes to a worker.
-        interpreters.drain_idle(&ready[channels..]);
+        interpreters.drain_idle(&ready[idle_at..]);
         interpreters.serve_ready(&ready[2..channels], limits);
         if let Some((request, fds)) = interpreters.take_prestart() {
             // Dropping our end of the older one's channel tells it to leave;
@@ -327,6 +356,15 @@ fn serve(
                 Err(_) => drop(conn),
             }
         }
+    }
+}
+
+/// Kills every process below the holder (used only before commit, when the
+/// holder has started nothing but possibly a pre-started shell).
+fn kill_children() {
+    let me = std::process::id() as i32;
+    for pid in super::procfs::descendants(me) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 

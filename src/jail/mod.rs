@@ -29,13 +29,12 @@ pub mod userns;
 pub mod worker;
 
 use crate::profile::{Isolation, Profile};
-use crate::store::{HolderRecord, SessionDir};
+use crate::store::{Anchor, ControlDir, HolderRecord, SessionDir};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -74,19 +73,55 @@ pub fn tmp_for(session: &SessionDir, profile: &Profile) -> PathBuf {
     }
 }
 
+/// What the holder is told before it builds anything, on its control
+/// socket: nothing of it is on its command line (which the jail can read in
+/// `/proc/1/cmdline`), and the profile is the trusted one given at `start`,
+/// never a file a jail could have reached.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HolderConfig {
+    pub session_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub home_target: PathBuf,
+    pub profile: Profile,
+}
+
+/// A holder that is built but not yet committed: it exits by itself (and
+/// takes its jail along) if this is dropped, or if the process holding it
+/// dies, before [`Pending::commit`] is called. So a `start` or a rebuild
+/// killed before it recorded the holder leaves no jail that nobody owns.
+pub struct Pending {
+    control: UnixStream,
+}
+
+impl Pending {
+    /// Tells the holder that it is recorded and may live on without us.
+    pub fn commit(self) -> Result<()> {
+        protocol::write_all(&self.control, b"C").context("cannot confirm the session to its holder")
+    }
+}
+
 /// Builds the jail of a session and starts its holder. Fails, and leaves no
-/// process behind, if any layer of the jail cannot be built.
-pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result<HolderRecord> {
+/// process behind, if any layer of the jail cannot be built. Everything it
+/// builds from comes from the trusted `anchor`.
+pub fn start(
+    session: &SessionDir,
+    control_dir: &ControlDir,
+    anchor: &Anchor,
+) -> Result<(HolderRecord, Pending)> {
+    anchor.check_pins()?;
+    let profile = &anchor.profile;
+    let work_dir = anchor.work_dir.as_path();
     let jailed = profile.isolation == Isolation::Jail;
-    let socket_path = session.dir.join(session.socket_name());
+    let socket_path = control_dir.socket_path();
     let _ = std::fs::remove_file(&socket_path);
-    let listener = bind_listener(session)?;
+    let listener = bind_listener(&socket_path)?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (control, holder_control) = UnixStream::pair()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(session.holder_log_path())
         .context("cannot open holder.log")?;
 
@@ -96,10 +131,10 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         (holder_control.as_raw_fd(), holder::CONTROL_FD),
     ];
     let mut cmd = Command::new("/proc/self/exe");
+    // The id only names the process for `ps` and for `cleanup`; the holder
+    // learns everything else over its control socket.
     cmd.arg("__holder")
-        .arg(&session.dir)
-        .arg(work_dir)
-        .arg(home_for(session, profile))
+        .arg(session.id.as_str())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -129,16 +164,26 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
     drop(holder_control);
     drop(listener);
 
+    let config = HolderConfig {
+        session_dir: session.dir.clone(),
+        work_dir: work_dir.to_path_buf(),
+        home_target: home_for(session, profile),
+        profile: profile.clone(),
+    };
     let mut progress = Startup::default();
-    let result = handshake(
-        child.id() as i32,
-        session,
-        profile,
-        work_dir,
-        status_r,
-        control,
-        &mut progress,
-    );
+    let result = protocol::send_json(&control, &config)
+        .context("cannot configure the session holder")
+        .and_then(|()| {
+            handshake(
+                child.id() as i32,
+                session,
+                profile,
+                work_dir,
+                status_r,
+                &control,
+                &mut progress,
+            )
+        });
     // The first stage exits right after forking the holder proper.
     let _ = child.wait();
     let pid = match result {
@@ -158,19 +203,22 @@ pub fn start(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Result
         }
     };
     let start_time = procfs::start_time(pid).context("the holder vanished right after start")?;
-    Ok(HolderRecord {
-        pid,
-        start_time,
-        jailed,
-        cgroups: progress.cgroups,
-    })
+    Ok((
+        HolderRecord {
+            pid,
+            start_time,
+            jailed,
+            cgroups: progress.cgroups,
+        },
+        Pending { control },
+    ))
 }
 
 /// Asks the holder of a new bash session to pre-start the shell of its first
 /// exec from `req` (see [`prestart`]): a `prestart_only` request with an
 /// empty prelude and state report. Nothing waits for it.
-pub fn queue_prestart(session: &SessionDir, req: &SpawnRequest) -> Result<()> {
-    let conn = connect(session)?.ok_or_else(|| anyhow!("no listener"))?;
+pub fn queue_prestart(control_dir: &ControlDir, req: &SpawnRequest) -> Result<()> {
+    let conn = connect(control_dir)?.ok_or_else(|| anyhow!("no listener"))?;
     let prelude = memfd("prelude")?;
     let report = memfd("state")?;
     spawn(&conn, req, &[prelude.as_raw_fd(), report.as_raw_fd()])
@@ -185,17 +233,16 @@ struct Startup {
     cgroups: Vec<PathBuf>,
 }
 
-fn bind_listener(session: &SessionDir) -> Result<UnixListener> {
-    let path = session.dir.join(session.socket_name());
+fn bind_listener(path: &Path) -> Result<UnixListener> {
     let listener = if path.as_os_str().len() < 100 {
-        UnixListener::bind(&path)
+        UnixListener::bind(path)
     } else {
-        // sockaddr_un holds ~108 bytes; reach a deep session dir through /proc.
-        let dir = File::open(&session.dir)?;
+        // sockaddr_un holds ~108 bytes; reach a deep dir through /proc.
+        let dir = File::open(path.parent().unwrap_or(Path::new("/")))?;
         UnixListener::bind(format!(
             "/proc/self/fd/{}/{}",
             dir.as_raw_fd(),
-            session.socket_name()
+            path.file_name().unwrap_or_default().to_string_lossy()
         ))
     };
     listener.with_context(|| format!("cannot create the control socket {}", path.display()))
@@ -267,7 +314,7 @@ fn handshake(
     profile: &Profile,
     work_dir: &Path,
     status_r: OwnedFd,
-    control: UnixStream,
+    control: &UnixStream,
     progress: &mut Startup,
 ) -> Result<i32> {
     let jailed = profile.isolation == Isolation::Jail;
@@ -302,7 +349,7 @@ fn handshake(
         match line.split_at(line.len().min(1)) {
             ("U", _) if jailed => {
                 let c = control.take().context("duplicate handshake line")?;
-                set_up_user_namespace(first_stage, session, profile, work_dir, &c)?;
+                set_up_user_namespace(first_stage, session, profile, work_dir, c)?;
             }
             ("P", pid) => {
                 let pid = pid.parse::<i32>().context("bad holder pid")?;
@@ -329,17 +376,13 @@ fn handshake(
 
 /// Connects to a session's holder. `Ok(None)` means the holder is gone (host
 /// reboot, OOM kill) and the jail must be rebuilt.
-pub fn connect(session: &SessionDir) -> Result<Option<UnixStream>> {
-    let path = session.dir.join(session.socket_name());
+pub fn connect(control_dir: &ControlDir) -> Result<Option<UnixStream>> {
+    let path = control_dir.socket_path();
     let result = if path.as_os_str().len() < 100 {
         UnixStream::connect(&path)
     } else {
-        let dir = File::open(&session.dir)?;
-        UnixStream::connect(format!(
-            "/proc/self/fd/{}/{}",
-            dir.as_raw_fd(),
-            session.socket_name()
-        ))
+        let dir = File::open(control_dir.path())?;
+        UnixStream::connect(format!("/proc/self/fd/{}/holder.sock", dir.as_raw_fd()))
     };
     match result {
         Ok(s) => Ok(Some(s)),
@@ -370,9 +413,9 @@ pub fn is_alive(record: &HolderRecord) -> bool {
 /// Stops the holders still running for a session whose metadata is lost
 /// (corrupt or missing), found by the command line `start` gave them.
 /// Returns how many there were.
-pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
+pub fn stop_unrecorded(session: &SessionDir, control_dir: &ControlDir) -> Result<usize> {
     let mut prefix = b"/proc/self/exe\0__holder\0".to_vec();
-    prefix.extend_from_slice(session.dir.as_os_str().as_bytes());
+    prefix.extend_from_slice(session.id.as_str().as_bytes());
     prefix.push(0);
     let pids = procfs::with_cmdline_prefix(&prefix);
     for &pid in &pids {
@@ -387,7 +430,7 @@ pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
             jailed: false,
             cgroups: Vec::new(),
         };
-        stop(session, &record)?;
+        stop(control_dir, &record)?;
     }
     cgroup::remove(&cgroup::possible_dirs(
         &cgroup::Hierarchies::of_self(),
@@ -397,7 +440,7 @@ pub fn stop_unrecorded(session: &SessionDir) -> Result<usize> {
 }
 
 /// Kills every process of the session and its holder, and waits until they are gone.
-pub fn stop(session: &SessionDir, record: &HolderRecord) -> Result<()> {
+pub fn stop(control_dir: &ControlDir, record: &HolderRecord) -> Result<()> {
     let pidfd = match pidfd_open(record.pid) {
         Ok(fd) => fd,
         Err(_) => {
@@ -433,7 +476,7 @@ pub fn stop(session: &SessionDir, record: &HolderRecord) -> Result<()> {
     // readable once the holder, and so the whole namespace, is gone.
     let mut pfd = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut pfd, PollTimeout::from(10_000u16));
-    let _ = std::fs::remove_file(session.dir.join(session.socket_name()));
+    let _ = std::fs::remove_file(control_dir.socket_path());
     cgroup::remove(&record.cgroups);
     Ok(())
 }

@@ -97,6 +97,34 @@ const TTY_INJECTION: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 /// architectures since the unified syscall table, so 467 is it on x86_64 and aarch64 alike.
 const SYS_OPEN_TREE_ATTR: c_long = 467;
 
+/// `fchmodat2` (Linux 6.6), which libc does not name yet; the same number on
+/// x86_64 and aarch64 (unified syscall table).
+const SYS_FCHMODAT2: c_long = 452;
+
+/// The mode bits no file made or changed in a jail may carry.
+pub const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// Socket families a jail may open.
+const SOCKET_FAMILIES: &[u32] = &[
+    libc::AF_UNIX as u32,
+    libc::AF_INET as u32,
+    libc::AF_INET6 as u32,
+    libc::AF_NETLINK as u32,
+];
+
+/// A row that refuses `name` when its mode argument `arg` has a set-id bit.
+const fn mode_bits(name: &'static str, nr: c_long, arg: u8) -> Denied {
+    Denied {
+        name,
+        nr,
+        errno: libc::EPERM,
+        when: When::AnyBit {
+            arg,
+            bits: SET_ID_BITS,
+        },
+    }
+}
+
 /// The deny-list. Each group is explained in `docs/security.md`.
 pub const DENY_LIST: &[Denied] = &[
     // Mounts and root changes: the jail's file-system view must stay as built.
@@ -184,6 +212,56 @@ pub const DENY_LIST: &[Denied] = &[
     // File handles bypass path lookup, hence the jail's root (the "shocker" escape).
     deny("open_by_handle_at", libc::SYS_open_by_handle_at),
     deny("name_to_handle_at", libc::SYS_name_to_handle_at),
+    // Set-user-ID and set-group-ID bits: a file the jail makes or changes
+    // lies on the host, where such a bit runs it with its owner's rights
+    // (root's, for a root-owned work dir). Every call that sets a mode is
+    // refused when the mode has either bit, whatever else it asks.
+    #[cfg(target_arch = "x86_64")]
+    mode_bits("chmod", libc::SYS_chmod, 1),
+    mode_bits("fchmod", libc::SYS_fchmod, 1),
+    mode_bits("fchmodat", libc::SYS_fchmodat, 2),
+    mode_bits("fchmodat2", SYS_FCHMODAT2, 2),
+    #[cfg(target_arch = "x86_64")]
+    mode_bits("open", libc::SYS_open, 2),
+    mode_bits("openat", libc::SYS_openat, 3),
+    #[cfg(target_arch = "x86_64")]
+    mode_bits("creat", libc::SYS_creat, 1),
+    #[cfg(target_arch = "x86_64")]
+    mode_bits("mknod", libc::SYS_mknod, 1),
+    mode_bits("mknodat", libc::SYS_mknodat, 2),
+    #[cfg(target_arch = "x86_64")]
+    mode_bits("mkdir", libc::SYS_mkdir, 1),
+    mode_bits("mkdirat", libc::SYS_mkdirat, 2),
+    // openat2 passes its mode in memory, which seccomp cannot read. ENOSYS
+    // makes callers fall back to openat, whose mode the rule above sees.
+    Denied {
+        name: "openat2",
+        nr: libc::SYS_openat2,
+        errno: libc::ENOSYS,
+        when: When::Always,
+    },
+    // Socket families: only local (Unix), IP and netlink. The others are
+    // either not confined by a network namespace (AF_VSOCK reaches the host
+    // and its VMs) or large, rarely used kernel code (AF_ALG, AF_PACKET,
+    // Bluetooth, CAN, TIPC, RDS, XDP, …).
+    Denied {
+        name: "socket",
+        nr: libc::SYS_socket,
+        errno: libc::EAFNOSUPPORT,
+        when: When::NoneOf {
+            arg: 0,
+            values: SOCKET_FAMILIES,
+        },
+    },
+    Denied {
+        name: "socketpair",
+        nr: libc::SYS_socketpair,
+        errno: libc::EAFNOSUPPORT,
+        when: When::NoneOf {
+            arg: 0,
+            values: &[libc::AF_UNIX as u32],
+        },
+    },
     Denied {
         name: "ioctl",
         nr: libc::SYS_ioctl,
@@ -552,6 +630,28 @@ mod tests {
             let denied = errno_ret(d.errno);
             match d.when {
                 When::Always => assert_eq!(run(d.nr, [0; 6]), denied, "{}", d.name),
+                When::AnyBit { arg, bits } if bits == SET_ID_BITS => {
+                    for mode in [0o4755u64, 0o2755, 0o6755, 0o4000, 0o2000, 0o104755] {
+                        assert_eq!(
+                            run(d.nr, with_arg(arg, mode)),
+                            denied,
+                            "{} {mode:o}",
+                            d.name
+                        );
+                        // mode_t is 32-bit: high bits the kernel ignores do not help.
+                        let high = mode | 1 << 40;
+                        assert_eq!(
+                            run(d.nr, with_arg(arg, high)),
+                            denied,
+                            "{} {mode:o}",
+                            d.name
+                        );
+                    }
+                    // Every other mode, sticky bit included, stays allowed.
+                    for mode in [0u64, 0o644, 0o755, 0o777, 0o1777, 0o100644] {
+                        assert_eq!(run(d.nr, with_arg(arg, mode)), ALLOW, "{} {mode:o}", d.name);
+                    }
+                }
                 When::AnyBit { arg, bits } => {
                     let sigchld = libc::SIGCHLD as u64;
                     for bit in (0..32).map(|b| 1u32 << b).filter(|b| bits & b != 0) {
@@ -587,8 +687,20 @@ mod tests {
                     for &v in values {
                         assert_eq!(run(d.nr, with_arg(arg, v.into())), ALLOW, "{v:#x}");
                     }
-                    for v in [libc::READ_IMPLIES_EXEC, libc::ADDR_NO_RANDOMIZE] {
+                    let refused: &[i32] = if d.name == "personality" {
+                        &[libc::READ_IMPLIES_EXEC, libc::ADDR_NO_RANDOMIZE]
+                    } else {
+                        &[
+                            libc::AF_VSOCK,
+                            libc::AF_PACKET,
+                            libc::AF_ALG,
+                            libc::AF_UNSPEC,
+                        ]
+                    };
+                    for &v in refused {
                         assert_eq!(run(d.nr, with_arg(arg, v as u64)), denied, "{v:#x}");
+                        let high = v as u64 | 1 << 32;
+                        assert_eq!(run(d.nr, with_arg(arg, high)), denied, "{v:#x}");
                     }
                 }
             }
@@ -599,11 +711,19 @@ mod tests {
             libc::SYS_openat,
             libc::SYS_execve,
             libc::SYS_wait4,
-            libc::SYS_socket,
             libc::SYS_prctl,
             libc::SYS_seccomp,
         ] {
             assert_eq!(run(nr, [0; 6]), ALLOW, "syscall {nr}");
+        }
+        for family in [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ] {
+            let args = with_arg(0, family as u64);
+            assert_eq!(run(libc::SYS_socket, args), ALLOW, "socket family {family}");
         }
         // Another calling convention is killed, not judged by the wrong table.
         assert_eq!(eval(&prog, AUDIT_ARCH_I386, 21, [0; 6]), KILL);

@@ -5,19 +5,25 @@
 //! .sessions/sess_0123456789ab/
 //!   metadata.json  state.json  profile.json  history.log
 //!   tmp/ home/     the session's private /tmp and $HOME
-//!   holder.sock    the holder's control socket (never visible in the jail)
 //!   exec.lock      serializes execs;  meta.lock  guards metadata updates
 //! ```
+//!
+//! What delta-sessions acts on (the profile given at start, the holder, its
+//! socket, the identities of these directories) is kept apart, in the
+//! per-user state dir of [`trusted`]; [`open_session`] checks a session
+//! against it before anything else touches the session.
 
 pub mod atomic;
 pub mod id;
 pub mod lock;
 pub mod records;
+pub mod trusted;
 
 pub use atomic::{write_atomic, write_json_atomic};
 pub use id::SessionId;
 pub use lock::FileLock;
 pub use records::{HistoryEntry, HolderRecord, Metadata, ShellState, State, Status};
+pub use trusted::{Anchor, ControlDir, StateDir};
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
@@ -158,12 +164,6 @@ impl SessionDir {
     pub fn home_dir(&self) -> PathBuf {
         self.dir.join("home")
     }
-    pub fn root_mount_point(&self) -> PathBuf {
-        self.dir.join("root")
-    }
-    pub fn socket_name(&self) -> &'static str {
-        "holder.sock"
-    }
     pub fn holder_log_path(&self) -> PathBuf {
         self.dir.join("holder.log")
     }
@@ -211,9 +211,153 @@ impl SessionDir {
     }
 }
 
+/// A session checked against its trusted record, ready to be acted on.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Store,
+    pub session: SessionDir,
+    pub control: ControlDir,
+    pub anchor: Anchor,
+}
+
+/// Opens session `id` of `sessions_dir` for a command that acts on it.
+///
+/// The session must be recorded in the state dir, and the sessions dir and
+/// session dir found at these paths now must be the very directories made at
+/// `start` (same identity): a directory put in their place (by renaming a
+/// parent, or by changing a symlink on the way) is refused, whatever files
+/// it holds.
+pub fn open_session(sessions_dir: &Path, id: &SessionId) -> Result<Opened> {
+    let store = Store::open(sessions_dir, false)?;
+    let session = store.existing(id)?;
+    let state = StateDir::open(false)?;
+    let found = match &state {
+        Some(s) => {
+            let control = s.session(id.as_str());
+            control.anchor()?.map(|a| (control, a))
+        }
+        None => None,
+    };
+    let Some((control, anchor)) = found else {
+        bail!(
+            "Session {id} is not recorded in delta-sessions' state dir {} (it was started by \
+             another user, with another {}, or by an older delta-sessions); it cannot be used: \
+             remove {} by hand",
+            StateDir::location().display(),
+            trusted::STATE_DIR_ENV,
+            session.dir.display()
+        );
+    };
+    let sessions_ok = trusted::FileId::stat(&store.root).ok() == Some(anchor.sessions_dir_id);
+    let session_ok = trusted::FileId::lstat(&session.dir).ok() == Some(anchor.session_dir_id);
+    if anchor.session_id != id.as_str() || !sessions_ok || !session_ok {
+        bail!(
+            "Session {id}: {} is not the directory the session was started in ({}): it was moved \
+             or replaced, or a symlink on the way now points elsewhere; refusing to act on it",
+            session.dir.display(),
+            anchor.sessions_dir.join(id.as_str()).display()
+        );
+    }
+    Ok(Opened {
+        store,
+        session,
+        control,
+        anchor,
+    })
+}
+
+/// The absolute, symlink-free path that `path` names or would name once
+/// created: its deepest existing ancestor resolved, the rest appended.
+pub fn resolve_would_be(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(path)
+    };
+    let mut rest = Vec::new();
+    let mut base = abs.as_path();
+    loop {
+        match fs::canonicalize(base) {
+            Ok(real) => {
+                let mut out = real;
+                for c in rest.iter().rev() {
+                    out.push(c);
+                }
+                return Ok(out);
+            }
+            Err(_) => {
+                let (Some(parent), Some(name)) = (base.parent(), base.file_name()) else {
+                    bail!("cannot resolve {}", path.display());
+                };
+                if matches!(
+                    Path::new(name).components().next(),
+                    Some(Component::ParentDir | Component::CurDir)
+                ) {
+                    bail!("cannot resolve {}", path.display());
+                }
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+        }
+    }
+}
+
+/// Removes a directory tree that a jail wrote into, whatever modes it left:
+/// a directory it made unreadable (mode 000) is opened up first. Symlinks are
+/// removed, never followed.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    open_up(path);
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Gives the owner rwx on every directory below `dir` (not through symlinks).
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    // Through a descriptor opened without following a symlink, so a link
+    // swapped in cannot make us change the mode of something else.
+    // (An O_PATH descriptor needs no permission on the directory itself;
+    // chmod through its /proc/self/fd link acts on exactly that directory.)
+    if let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", f.as_raw_fd());
+        let _ = fs::set_permissions(link, fs::Permissions::from_mode(0o700));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&e.path());
+            }
+        }
+    }
+}
+
 /// Reads a session JSON file, turning every failure into a sentence that names the file.
+/// A record that is not a regular file (a FIFO, a device, a symlink) is
+/// refused without blocking on it.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, id: &SessionId) -> Result<T> {
-    let bytes = match fs::read(path) {
+    const MAX_JSON: u64 = 256 << 20;
+    let bytes = match trusted::read_regular(path, MAX_JSON) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             bail!("Session {id} is damaged: {} is missing", path.display())

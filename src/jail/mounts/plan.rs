@@ -33,6 +33,32 @@ pub const ETC_SECRETS: &[&str] = &[
     "/etc/security/opasswd",
 ];
 
+/// Entries of the jail's own `/proc` that still show the host: the kernel's
+/// memory and symbols, its keyrings (`keys` lists the caller's key entries),
+/// timers and scheduler internals of every CPU, hardware and IRQ details,
+/// and `sysrq-trigger`. Covered by `/dev/null` (files) or an empty read-only
+/// tmpfs (directories), as container runtimes do (runc's masked paths, plus
+/// `key-users`, `kallsyms`, `vmallocinfo` and the `kpage*` files).
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kallsyms",
+    "/proc/kcore",
+    "/proc/key-users",
+    "/proc/keys",
+    "/proc/kpagecgroup",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/sysrq-trigger",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/vmallocinfo",
+];
+
 /// Where ssh keeps host keys; every `ssh_host_*` file in it is masked.
 const SSH_DIR: &str = "/etc/ssh";
 
@@ -239,6 +265,29 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
 
     p.steps.push(Step::Mkdir("/proc".into()));
     p.steps.push(Step::Proc("/proc".into()));
+    // The host's /proc has the same entries as the jail's (one kernel).
+    let mut null = None;
+    for name in PROC_MASKED {
+        let path = PathBuf::from(name);
+        match host.kind(&path) {
+            HostKind::Dir => p.steps.push(Step::Tmpfs {
+                target: path,
+                mode: 0o000,
+                size: MASK_TMPFS_SIZE,
+                access: Access::ReadOnly,
+            }),
+            HostKind::File => {
+                let origin = *null.get_or_insert_with(|| p.source(Path::new("/dev/null"), true));
+                p.steps.push(Step::Bind {
+                    origin,
+                    target: path,
+                    access: Access::ReadOnly,
+                    devices: true,
+                });
+            }
+            HostKind::Symlink(_) | HostKind::Missing => {}
+        }
+    }
     dev(&mut p);
 
     // The session's private dirs, then the work dir and extras, parents first.
@@ -296,7 +345,6 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
     );
     masks.extend(spec.masked.iter().cloned());
     masks.extend(spec.hidden.iter().cloned());
-    let mut null = None;
     for path in masks {
         if !visible(&path) {
             continue;

@@ -1,0 +1,748 @@
+//! The trusted records: what the host side of delta-sessions acts on.
+//!
+//! `.sessions/` is the readable record of a session, and it often lies inside
+//! a work dir (the default is `./.sessions`). A jail can never reach its own
+//! sessions dir there (it is masked, and pinned as a mount point), but
+//! whatever delta-sessions *acts* on — the profile a jail is rebuilt with,
+//! which holder to kill, where the holder's socket is, which directory is the
+//! session's — must not depend on files that any jail could have written if
+//! some layout slipped through. So those live here, in a per-user **state
+//! dir** that no jail mounts:
+//!
+//! ```text
+//! STATE/                       0700, owned by the caller
+//!   registry.lock              serializes the layout check of `start`
+//!   sessions/sess_0123456789ab/
+//!     anchor.json              identity of the sessions dir and session dir,
+//!                              work dir, the profile given at start, the
+//!                              jail's view and the pinned masks
+//!     holder.json              the live holder (pid, start time, cgroups)
+//!     holder.sock              the holder's socket: no jail can name it
+//! ```
+//!
+//! STATE is `$DELTA_SESSIONS_STATE_DIR`, else `/var/lib/delta-sessions` for
+//! root and `/var/tmp/delta-sessions-UID` for other users (outside `$HOME`,
+//! which is a common work dir). It must belong to the caller and be closed to
+//! everyone else.
+//!
+//! [`check_layout`] is the rule that keeps every sessions dir out of every
+//! jail's view; it is pure and unit-tested on identities.
+
+use super::atomic::write_json_atomic;
+use super::lock::FileLock;
+use super::records::HolderRecord;
+use crate::profile::Profile;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The environment variable that places the state dir.
+pub const STATE_DIR_ENV: &str = "DELTA_SESSIONS_STATE_DIR";
+
+/// Largest trusted record read (a profile is at most 1 MiB of TOML).
+const MAX_RECORD_BYTES: u64 = 4 << 20;
+
+/// A file's identity on this host: it survives renames, and a directory put
+/// in another's place has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// Identity of `path`, not following a final symlink.
+    pub fn lstat(path: &Path) -> io::Result<FileId> {
+        fs::symlink_metadata(path).map(|m| FileId::of(&m))
+    }
+
+    /// Identity of what `path` leads to.
+    pub fn stat(path: &Path) -> io::Result<FileId> {
+        fs::metadata(path).map(|m| FileId::of(&m))
+    }
+}
+
+/// The identities of `path` and of each of its existing ancestors, nearest
+/// first. Containment is judged on these, not on spellings, so that a host
+/// bind mount (the same directory under two paths) cannot hide a sessions
+/// dir from the check.
+pub fn ancestry(path: &Path) -> Vec<FileId> {
+    path.ancestors()
+        .filter_map(|p| FileId::stat(p).ok())
+        .collect()
+}
+
+/// A host directory a jail sees (its work dir or an extra bind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewRoot {
+    pub path: PathBuf,
+    pub id: FileId,
+}
+
+/// A masked path that existed at start: a rebuild masks it only if it is
+/// still the same file at the same path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub path: PathBuf,
+    pub id: FileId,
+}
+
+/// `anchor.json`: what a session was at `start`. Written once, never
+/// changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub session_id: String,
+    /// The sessions dir, canonical, and its identity.
+    pub sessions_dir: PathBuf,
+    pub sessions_dir_id: FileId,
+    /// The session's own directory in it.
+    pub session_dir_id: FileId,
+    pub work_dir: PathBuf,
+    /// The profile given at start: the only one its jail is ever built with.
+    pub profile: Profile,
+    /// Host directories the jail sees: the work dir first, then the binds.
+    pub view: Vec<ViewRoot>,
+    /// Masked paths (the profile's) that existed inside the view at start.
+    pub pins: Vec<Pin>,
+}
+
+impl Anchor {
+    /// Refuses a (re)build whose masks would no longer cover what they
+    /// covered at start: a masked file moved away (with a renamed parent) or
+    /// replaced would be exposed under its new name.
+    pub fn check_pins(&self) -> Result<()> {
+        for root in &self.view {
+            match FileId::stat(&root.path) {
+                Ok(id) if id == root.id => {}
+                _ => bail!(
+                    "{} is no longer the directory session {} was started with (moved or replaced); \
+                     refusing to rebuild its jail: end the session and start a new one",
+                    root.path.display(),
+                    self.session_id
+                ),
+            }
+        }
+        for pin in &self.pins {
+            match FileId::lstat(&pin.path) {
+                Ok(id) if id == pin.id => {}
+                _ => bail!(
+                    "masked path {} was moved or replaced since session {} started, so its mask \
+                     could no longer cover it; refusing to rebuild the jail: put it back, or end \
+                     the session and start a new one",
+                    pin.path.display(),
+                    self.session_id
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host directories a profile shows a jail, work dir first.
+pub fn view_paths(profile: &Profile, work_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![work_dir.to_path_buf()];
+    v.extend(profile.filesystem.read_write.iter().cloned());
+    v.extend(profile.filesystem.read_only.iter().cloned());
+    v
+}
+
+/// The profile's masked paths that exist inside the view, with identities.
+pub fn pins_of(profile: &Profile, view: &[PathBuf]) -> Vec<Pin> {
+    profile
+        .filesystem
+        .masked
+        .iter()
+        .filter(|m| view.iter().any(|v| m.starts_with(v)))
+        .filter_map(|m| {
+            FileId::lstat(m).ok().map(|id| Pin {
+                path: m.clone(),
+                id,
+            })
+        })
+        .collect()
+}
+
+/// A directory as the layout check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub path: PathBuf,
+    /// Its own identity, when it exists.
+    pub id: Option<FileId>,
+    /// Its identity and its ancestors', nearest first (see [`ancestry`]).
+    pub ancestry: Vec<FileId>,
+}
+
+impl Placed {
+    pub fn of(path: &Path) -> Placed {
+        let id = FileId::stat(path).ok();
+        Placed {
+            path: path.to_path_buf(),
+            id,
+            ancestry: ancestry(path),
+        }
+    }
+
+    /// Whether `root` is this directory or one of its ancestors.
+    fn is_within(&self, root: FileId) -> bool {
+        self.ancestry.contains(&root)
+    }
+}
+
+/// Another session known to the state dir, as the layout check needs it.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub session_id: String,
+    /// Its sessions dir, as it is on the host now.
+    pub sessions_dir: Placed,
+    /// Its jail may run (now or after a rebuild): its view matters.
+    pub live: bool,
+    pub view: Vec<FileId>,
+}
+
+/// A session about to start.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub sessions_dir: Placed,
+    pub work_dir: Placed,
+    /// Every view root (the work dir first).
+    pub view: Vec<Placed>,
+    pub state_dir: Placed,
+}
+
+/// The rule that keeps the control plane out of every jail's view.
+///
+/// A sessions dir may lie inside a jail's view only as that jail's *own*
+/// sessions dir and only directly in its work dir (`W/.sessions`): there
+/// the mask is a mount point that the jail can neither rename nor remove,
+/// so it stays covered for the jail's whole life. Deeper, a jail could
+/// rename a parent and put a directory of its own making in its place. No
+/// other session's sessions dir may lie in any view at all, whether it was
+/// there first or comes later; the state dir never does.
+pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
+    let fix = "choose a work dir and sessions dir that do not contain each other \
+               (the default ./.sessions in the work dir is fine), or pass --sessions-dir";
+    for root in &c.view {
+        let Some(root_id) = root.id else { continue };
+        if c.state_dir.is_within(root_id) || c.state_dir.id.is_some_and(|s| root.is_within(s)) {
+            return Err(format!(
+                "the jail would see {}, delta-sessions' private state dir ({STATE_DIR_ENV}): \
+                 choose another work dir or bind, or set {STATE_DIR_ENV} to a directory outside it",
+                c.state_dir.path.display()
+            ));
+        }
+        if c.sessions_dir.id.is_some_and(|s| root.is_within(s)) {
+            return Err(format!(
+                "{} lies inside the sessions dir {}, so the jail would see session files; {fix}",
+                root.path.display(),
+                c.sessions_dir.path.display()
+            ));
+        }
+    }
+    // The own sessions dir: only as a direct child of the work dir, and in no bind.
+    let work_id = c.work_dir.id;
+    for (i, root) in c.view.iter().enumerate() {
+        let Some(root_id) = root.id else { continue };
+        if !c.sessions_dir.is_within(root_id) {
+            continue;
+        }
+        // Its parent's identity: the nearest existing ancestor when it is
+        // not made yet (the path check then says that this is the parent).
+        let parent_id = if c.sessions_dir.id.is_some() {
+            c.sessions_dir.ancestry.get(1)
+        } else {
+            c.sessions_dir.ancestry.first()
+        };
+        let own_slot = i == 0
+            && Some(root_id) == work_id
+            && c.sessions_dir.path.parent() == Some(c.work_dir.path.as_path())
+            && parent_id == Some(&root_id);
+        if !own_slot {
+            return Err(format!(
+                "the sessions dir {} lies inside {} below a directory that a jailed command could \
+                 rename (then delta-sessions would read files the jail made); put the sessions dir \
+                 directly in the work dir ({}/.sessions) or outside it",
+                c.sessions_dir.path.display(),
+                root.path.display(),
+                c.work_dir.path.display()
+            ));
+        }
+    }
+    for o in others {
+        let Some(theirs) = o.sessions_dir.id else {
+            continue;
+        };
+        let same_dir = c.sessions_dir.id == Some(theirs);
+        if !same_dir {
+            for root in &c.view {
+                let Some(root_id) = root.id else { continue };
+                if o.sessions_dir.is_within(root_id) || root.is_within(theirs) {
+                    return Err(format!(
+                        "{} would show the jail the sessions dir {} of session {} (its files and \
+                         its holder); {fix}, or end and remove that session first \
+                         (delta-sessions end --remove)",
+                        root.path.display(),
+                        o.sessions_dir.path.display(),
+                        o.session_id
+                    ));
+                }
+            }
+            if o.live && o.view.iter().any(|&w| c.sessions_dir.is_within(w)) {
+                return Err(format!(
+                    "the sessions dir {} lies inside what the jail of session {} sees, so that jail \
+                     could read and change it; choose a sessions dir outside that session's work \
+                     dir and binds, or end that session first",
+                    c.sessions_dir.path.display(),
+                    o.session_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The per-user state dir.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Where the state dir is for this caller.
+    pub fn location() -> PathBuf {
+        match std::env::var_os(STATE_DIR_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => {
+                let uid = nix::unistd::geteuid().as_raw();
+                if uid == 0 {
+                    PathBuf::from("/var/lib/delta-sessions")
+                } else if Path::new("/var/tmp").is_dir() {
+                    PathBuf::from(format!("/var/tmp/delta-sessions-{uid}"))
+                } else {
+                    PathBuf::from(format!("/tmp/delta-sessions-{uid}"))
+                }
+            }
+        }
+    }
+
+    /// Opens the state dir, creating it (`create`) if missing. Refuses one
+    /// that is a symlink, belongs to someone else or is open to others: a
+    /// directory another user prepared under a well-known name could
+    /// capture every session's socket.
+    pub fn open(create: bool) -> Result<Option<StateDir>> {
+        let path = Self::location();
+        if create {
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .with_context(|| {
+                        format!(
+                            "cannot create delta-sessions' state dir {} (set {STATE_DIR_ENV})",
+                            path.display()
+                        )
+                    })?,
+                Err(e) => {
+                    return Err(anyhow!(e)).with_context(|| {
+                        format!(
+                            "cannot create delta-sessions' state dir {} (set {STATE_DIR_ENV})",
+                            path.display()
+                        )
+                    })
+                }
+            }
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => bail!(
+                "cannot use delta-sessions' state dir {}: {e}",
+                path.display()
+            ),
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_dir() {
+            bail!(
+                "delta-sessions' state dir {} is not a directory (a symlink or file is refused); \
+                 remove it or set {STATE_DIR_ENV}",
+                path.display()
+            );
+        }
+        if meta.uid() != me || meta.mode() & 0o077 != 0 {
+            bail!(
+                "delta-sessions' state dir {} must belong to uid {me} and be closed to others \
+                 (it is uid {}, mode {:o}); fix it (chown, chmod 700) or set {STATE_DIR_ENV}",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+        let root = fs::canonicalize(&path)
+            .with_context(|| format!("cannot resolve state dir {}", path.display()))?;
+        if create {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(root.join("sessions"))
+                .with_context(|| format!("cannot create {}/sessions", root.display()))?;
+        }
+        Ok(Some(StateDir { root }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Held while a `start` checks the layout and records its anchor, so two
+    /// starts cannot each miss the other.
+    pub fn lock_registry(&self) -> Result<FileLock> {
+        FileLock::exclusive(&self.root.join("registry.lock"))
+            .with_context(|| format!("cannot lock {}/registry.lock", self.root.display()))
+    }
+
+    /// The trusted dir of one session (it may not exist).
+    pub fn session(&self, id: &str) -> ControlDir {
+        ControlDir {
+            dir: self.root.join("sessions").join(id),
+        }
+    }
+
+    /// Records a new session. The anchor is written before its jail exists.
+    pub fn create(&self, anchor: &Anchor) -> Result<ControlDir> {
+        let control = self.session(&anchor.session_id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&control.dir)
+            .with_context(|| format!("cannot create {}", control.dir.display()))?;
+        write_json_atomic(&control.anchor_path(), anchor)
+            .with_context(|| format!("cannot write {}", control.anchor_path().display()))?;
+        Ok(control)
+    }
+
+    /// Every session recorded here, with its anchor (unreadable ones skipped).
+    pub fn anchors(&self) -> Vec<(ControlDir, Anchor)> {
+        let Ok(entries) = fs::read_dir(self.root.join("sessions")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if !super::SessionId::is_valid(&name) {
+                    return None;
+                }
+                let control = self.session(&name);
+                let anchor = control.anchor().ok()??;
+                Some((control, anchor))
+            })
+            .collect()
+    }
+}
+
+/// One session's trusted dir.
+#[derive(Debug, Clone)]
+pub struct ControlDir {
+    dir: PathBuf,
+}
+
+impl ControlDir {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    fn anchor_path(&self) -> PathBuf {
+        self.dir.join("anchor.json")
+    }
+    fn holder_path(&self) -> PathBuf {
+        self.dir.join("holder.json")
+    }
+    /// The holder's listening socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("holder.sock")
+    }
+
+    pub fn anchor(&self) -> Result<Option<Anchor>> {
+        read_trusted(&self.anchor_path())
+    }
+
+    /// The holder now serving the session, if one was recorded.
+    pub fn holder(&self) -> Result<Option<HolderRecord>> {
+        read_trusted(&self.holder_path())
+    }
+
+    pub fn write_holder(&self, holder: Option<&HolderRecord>) -> Result<()> {
+        match holder {
+            Some(h) => write_json_atomic(&self.holder_path(), h)
+                .with_context(|| format!("cannot write {}", self.holder_path().display())),
+            None => match fs::remove_file(self.holder_path()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(anyhow!(e))
+                    .with_context(|| format!("cannot remove {}", self.holder_path().display())),
+            },
+        }
+    }
+
+    /// Marks the session ended: its jail is gone and is never rebuilt, so
+    /// its view no longer matters to the layout check.
+    pub fn mark_ended(&self) -> Result<()> {
+        let path = self.dir.join("ended");
+        fs::write(&path, b"").with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.dir.join("ended").exists()
+    }
+
+    /// Forgets the session (after its directory is gone).
+    pub fn remove(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                Err(anyhow!(e)).with_context(|| format!("cannot remove {}", self.dir.display()))
+            }
+        }
+    }
+}
+
+/// Reads a trusted JSON record: `None` when missing.
+fn read_trusted<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match read_regular(path, MAX_RECORD_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| anyhow!("{} is not valid: {e}", path.display()))
+}
+
+/// Reads at most `max` bytes of a regular file, refusing symlinks, FIFOs and
+/// devices without blocking on them (a FIFO planted as a record must not
+/// hang the reader).
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(io::ErrorKind::InvalidData, "is a symlink")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "is not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "is too large"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> FileId {
+        FileId { dev: 1, ino: n }
+    }
+
+    /// A directory at `path` whose identity chain is `chain` (own id first).
+    fn placed(path: &str, chain: &[u64]) -> Placed {
+        Placed {
+            path: PathBuf::from(path),
+            id: chain.first().map(|&n| id(n)),
+            ancestry: chain.iter().map(|&n| id(n)).collect(),
+        }
+    }
+
+    // Host: / = 1, /w = 2, /w/.sessions = 3, /w/sub = 4, /w/sub/.sessions = 5,
+    // /elsewhere = 6, /elsewhere/s = 7, /state = 8, /p = 9 (a bind mount of /w: same id 2).
+    fn candidate(sessions: Placed, work: Placed) -> Candidate {
+        Candidate {
+            view: vec![work.clone()],
+            sessions_dir: sessions,
+            work_dir: work,
+            state_dir: placed("/state", &[8, 1]),
+        }
+    }
+
+    #[test]
+    fn own_sessions_dir_directly_in_the_work_dir_is_allowed() {
+        let c = candidate(placed("/w/.sessions", &[3, 2, 1]), placed("/w", &[2, 1]));
+        assert_eq!(check_layout(&c, &[]), Ok(()));
+        // Not yet created: judged from its parent.
+        let c = candidate(placed("/w/.sessions", &[]), placed("/w", &[2, 1]));
+        let c = Candidate {
+            sessions_dir: Placed {
+                ancestry: vec![id(2), id(1)],
+                ..c.sessions_dir.clone()
+            },
+            ..c
+        };
+        assert_eq!(check_layout(&c, &[]), Ok(()));
+    }
+
+    #[test]
+    fn own_sessions_dir_outside_the_view_is_allowed() {
+        let c = candidate(placed("/elsewhere/s", &[7, 6, 1]), placed("/w", &[2, 1]));
+        assert_eq!(check_layout(&c, &[]), Ok(()));
+    }
+
+    #[test]
+    fn own_sessions_dir_deeper_in_the_work_dir_is_refused() {
+        let c = candidate(
+            placed("/w/sub/.sessions", &[5, 4, 2, 1]),
+            placed("/w", &[2, 1]),
+        );
+        let e = check_layout(&c, &[]).unwrap_err();
+        assert!(e.contains("rename"), "{e}");
+    }
+
+    #[test]
+    fn own_sessions_dir_in_a_bind_is_refused() {
+        let mut c = candidate(placed("/elsewhere/s", &[7, 6, 1]), placed("/w", &[2, 1]));
+        c.view.push(placed("/elsewhere", &[6, 1]));
+        assert!(check_layout(&c, &[]).is_err());
+    }
+
+    #[test]
+    fn a_work_dir_inside_the_sessions_dir_is_refused() {
+        let c = candidate(
+            placed("/elsewhere", &[6, 1]),
+            placed("/elsewhere/s", &[7, 6, 1]),
+        );
+        assert!(check_layout(&c, &[])
+            .unwrap_err()
+            .contains("inside the sessions dir"));
+    }
+
+    #[test]
+    fn the_state_dir_never_lies_in_a_view() {
+        let mut c = candidate(placed("/w/.sessions", &[3, 2, 1]), placed("/w", &[2, 1]));
+        c.state_dir = placed("/w/state", &[10, 2, 1]);
+        assert!(check_layout(&c, &[]).unwrap_err().contains("state dir"));
+    }
+
+    #[test]
+    fn another_sessions_dir_inside_the_view_is_refused_even_through_a_bind_mount_alias() {
+        let other = Known {
+            session_id: "sess_aaaaaaaaaaaa".into(),
+            sessions_dir: placed("/w/sub/.sessions", &[5, 4, 2, 1]),
+            live: false,
+            view: vec![id(4)],
+        };
+        let c = candidate(placed("/elsewhere/s", &[7, 6, 1]), placed("/w", &[2, 1]));
+        let e = check_layout(&c, std::slice::from_ref(&other)).unwrap_err();
+        assert!(e.contains("sess_aaaaaaaaaaaa"), "{e}");
+        // /p is the same directory as /w under another name.
+        let c = candidate(placed("/elsewhere/s", &[7, 6, 1]), placed("/p", &[2, 9]));
+        assert!(check_layout(&c, &[other]).is_err());
+    }
+
+    #[test]
+    fn a_sessions_dir_inside_a_live_jails_view_is_refused() {
+        let other = Known {
+            session_id: "sess_bbbbbbbbbbbb".into(),
+            sessions_dir: placed("/elsewhere/s", &[7, 6, 1]),
+            live: true,
+            view: vec![id(2)],
+        };
+        let c = candidate(
+            placed("/w/sub/x", &[]),
+            placed("/elsewhere/work", &[11, 6, 1]),
+        );
+        let c = Candidate {
+            sessions_dir: Placed {
+                ancestry: vec![id(4), id(2), id(1)],
+                ..c.sessions_dir.clone()
+            },
+            ..c
+        };
+        let e = check_layout(&c, std::slice::from_ref(&other)).unwrap_err();
+        assert!(e.contains("sess_bbbbbbbbbbbb"), "{e}");
+        // An ended session's jail never runs again: only its files matter.
+        let ended = Known {
+            live: false,
+            ..other
+        };
+        assert_eq!(check_layout(&c, &[ended]), Ok(()));
+    }
+
+    #[test]
+    fn sessions_sharing_a_sessions_dir_and_work_dir_are_allowed() {
+        let other = Known {
+            session_id: "sess_cccccccccccc".into(),
+            sessions_dir: placed("/w/.sessions", &[3, 2, 1]),
+            live: true,
+            view: vec![id(2)],
+        };
+        let c = candidate(placed("/w/.sessions", &[3, 2, 1]), placed("/w", &[2, 1]));
+        assert_eq!(check_layout(&c, &[other]), Ok(()));
+    }
+
+    #[test]
+    fn pins_refuse_a_moved_mask() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secrets");
+        fs::create_dir(&secret).unwrap();
+        let mut profile = Profile::load("default").unwrap();
+        profile.filesystem.masked = vec![secret.clone(), dir.path().join("missing")];
+        let view = vec![dir.path().to_path_buf()];
+        let pins = pins_of(&profile, &view);
+        assert_eq!(pins.len(), 1, "only existing masked paths are pinned");
+        let anchor = Anchor {
+            session_id: "sess_dddddddddddd".into(),
+            sessions_dir: dir.path().join(".sessions"),
+            sessions_dir_id: id(1),
+            session_dir_id: id(2),
+            work_dir: dir.path().to_path_buf(),
+            profile,
+            view: vec![ViewRoot {
+                path: dir.path().to_path_buf(),
+                id: FileId::stat(dir.path()).unwrap(),
+            }],
+            pins,
+        };
+        anchor.check_pins().unwrap();
+        fs::rename(&secret, dir.path().join("moved")).unwrap();
+        fs::create_dir(&secret).unwrap();
+        let e = anchor.check_pins().unwrap_err().to_string();
+        assert!(e.contains("moved or replaced"), "{e}");
+    }
+
+    #[test]
+    fn read_regular_refuses_fifos_and_symlinks_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_regular(&fifo, 10).is_err());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(read_regular(&link, 100).is_err());
+        let file = dir.path().join("f");
+        fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(read_regular(&file, 4).is_err());
+    }
+}
