@@ -38,7 +38,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     if command[0].is_empty() {
         bail!("Empty command name");
     }
-    check_program(&command[0])?;
+    let program = check_program(&command[0])?;
 
     let state_dir = StateDir::open(true)?.context("the state dir vanished")?;
     let view = trusted::view_paths(&profile, &work_dir);
@@ -78,6 +78,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             sessions_dir_id,
             session_dir_id,
             work_dir: work_dir.clone(),
+            program,
             pins: trusted::pins_of(&profile, &view),
             profile: profile.clone(),
             view: view_roots,
@@ -128,7 +129,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         pending.commit()?;
         // Last, so that the holder's work on it does not slow `start` down;
         // without it the first exec only starts its own shell.
-        if let Some(first) = crate::exec::first_prestart(&command, &state, &work_dir, &profile) {
+        if let Some(first) = crate::exec::first_prestart(&command, &state, &anchor) {
             let _ = jail::queue_prestart(&control, &first);
         }
         Ok(json!({
@@ -222,21 +223,20 @@ fn parse_env_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Fails early when the session command cannot be found (the jail sees the same /usr).
-fn check_program(name: &str) -> Result<()> {
+/// Finds the session command (the jail sees the same /usr), or fails early.
+fn check_program(name: &str) -> Result<PathBuf> {
     if name.contains('/') {
-        if Path::new(name).is_file() {
-            return Ok(());
+        let path = Path::new(name);
+        if path.is_file() {
+            return Ok(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
         }
         bail!("Command not found: {name}");
     }
-    let found = DEFAULT_PATH
+    DEFAULT_PATH
         .split(':')
-        .any(|dir| Path::new(dir).join(name).is_file());
-    if !found {
-        bail!("Command not found: {name} (looked in {DEFAULT_PATH})");
-    }
-    Ok(())
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("Command not found: {name} (looked in {DEFAULT_PATH})"))
 }
 
 /// The environment of the first exec: a clean base, the profile's settings,

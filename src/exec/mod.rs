@@ -12,7 +12,7 @@ pub mod shell;
 
 use crate::jail::{self, Exit, SpawnRequest, WorkerEvent};
 use crate::profile::Profile;
-use crate::store::{HistoryEntry, Metadata, SessionDir, SessionId, State, Status};
+use crate::store::{Anchor, HistoryEntry, Metadata, SessionDir, SessionId, State, Status};
 use crate::timefmt;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::fcntl::OFlag;
@@ -64,6 +64,10 @@ pub struct ExecResult {
     pub interpreter_restarted: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something delta-sessions could not do after the command ran (the
+    /// command's own result above is complete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Serializes bytes as a string, replacing invalid UTF-8, without copying valid text.
@@ -95,7 +99,14 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         .timeout
         .unwrap_or(Duration::from_millis(profile.limits.timeout_ms));
     let run = launch(
-        &conn, opts.raw, profile, &meta, &state, kind, &command, timeout,
+        &conn,
+        opts.raw,
+        &opened.anchor,
+        &meta,
+        &state,
+        kind,
+        &command,
+        timeout,
     )?;
     // Counted as soon as the command runs, so that this write overlaps with
     // the command instead of adding to the exec's latency.
@@ -139,6 +150,15 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     if collected.timed_out {
         exit_code = 124;
     }
+    // A state no program could start from would break every later exec.
+    let mut warning = None;
+    if let Err(why) = shell::replayable(&new_state.env) {
+        warning = Some(format!(
+            "the session's state after this exec was not saved ({why}); the next exec starts \
+             from the cwd and variables from before it"
+        ));
+        new_state = state.clone();
+    }
     if new_state != state {
         session.write_state(&new_state)?;
     }
@@ -179,6 +199,7 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         cwd_reset: collected.cwd_reset,
         interpreter_restarted,
         error: collected.error,
+        warning,
     })
 }
 
@@ -234,7 +255,7 @@ struct Launched {
 fn launch(
     conn: &UnixStream,
     raw: bool,
-    profile: &Profile,
+    anchor: &Anchor,
     meta: &Metadata,
     state: &State,
     kind: ShellKind,
@@ -312,7 +333,7 @@ fn launch(
         interpreter: kind.is_live(),
         output_pipes: kind == ShellKind::Node,
         prestart: kind == ShellKind::Bash && !raw,
-        ..spawn_request(argv, state, &meta.work_dir, profile, timeout)
+        ..spawn_request(argv, state, anchor, timeout)
     };
     jail::spawn(conn, &req, &keep)?;
     Ok(Launched {
@@ -336,17 +357,17 @@ fn shell_argv(shell: &str, wrapper: &str) -> Vec<String> {
 fn spawn_request(
     argv: Vec<String>,
     state: &State,
-    work_dir: &Path,
-    profile: &Profile,
+    anchor: &Anchor,
     timeout: Duration,
 ) -> SpawnRequest {
     SpawnRequest {
         argv,
+        program: Some(anchor.program.clone()),
         env: shell::shell_env(&state.env, &state.cwd),
         cwd: state.cwd.clone(),
-        fallback_cwd: work_dir.to_path_buf(),
+        fallback_cwd: anchor.work_dir.clone(),
         timeout_ms: timeout.as_millis() as u64,
-        kill_grace_ms: profile.limits.kill_grace_ms,
+        kill_grace_ms: anchor.profile.limits.kill_grace_ms,
         interpreter: false,
         output_pipes: false,
         prestart: false,
@@ -357,12 +378,7 @@ fn spawn_request(
 /// For a new bash session: the request its first exec will send (but for
 /// the command), so that `start` can have that exec's shell pre-started.
 /// `None` for other kinds of session.
-pub fn first_prestart(
-    command: &[String],
-    state: &State,
-    work_dir: &Path,
-    profile: &Profile,
-) -> Option<SpawnRequest> {
+pub fn first_prestart(command: &[String], state: &State, anchor: &Anchor) -> Option<SpawnRequest> {
     let kind = ShellKind::of_session(&command[0], &command[1..]);
     (kind == ShellKind::Bash).then(|| SpawnRequest {
         prestart: true,
@@ -370,9 +386,8 @@ pub fn first_prestart(
         ..spawn_request(
             shell_argv(&command[0], shell::BASH_WRAPPER),
             state,
-            work_dir,
-            profile,
-            Duration::from_millis(profile.limits.timeout_ms),
+            anchor,
+            Duration::from_millis(anchor.profile.limits.timeout_ms),
         )
     })
 }

@@ -149,6 +149,39 @@ pub fn shell_env(env: &BTreeMap<String, String>, cwd: &Path) -> Vec<String> {
     list
 }
 
+/// The kernel refuses to start a program whose environment holds one string
+/// over `MAX_ARG_STRLEN` (32 pages, its NUL included) or whose strings and
+/// pointers together pass a quarter of the stack limit. A state past these
+/// could never be replayed: every later exec would fail.
+const MAX_ENV_STRING: usize = 32 * 4096;
+/// Well under the quarter of an 8 MiB stack, leaving room for argv.
+const MAX_ENV_TOTAL: usize = 1 << 20;
+
+/// Whether an environment captured after an exec can start the next one;
+/// the error names the variable and the limit.
+pub fn replayable(env: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut total = 0usize;
+    for (k, v) in env {
+        let len = k.len() + 1 + v.len() + 1;
+        if len > MAX_ENV_STRING {
+            return Err(format!(
+                "the variable {k} holds {} bytes, over the kernel's limit of {} bytes for one \
+                 variable, so no program could start with it",
+                v.len(),
+                MAX_ENV_STRING - k.len() - 2
+            ));
+        }
+        total += len + std::mem::size_of::<usize>();
+    }
+    if total > MAX_ENV_TOTAL {
+        return Err(format!(
+            "the exported variables take {total} bytes together, over the {MAX_ENV_TOTAL} bytes \
+             a session keeps (the kernel limits a program's whole environment)"
+        ));
+    }
+    Ok(())
+}
+
 /// The environment, cwd and prelude the next exec of a bash session starts
 /// from, given those this exec started from and its state report: exactly
 /// what `exec` saves and sends next time (a complete report replaces the
@@ -160,7 +193,7 @@ pub fn next_bash_start(
     prelude: &str,
     report: &[u8],
 ) -> (Vec<String>, PathBuf, String) {
-    match parse_report(report, ShellKind::Bash, true) {
+    match parse_report(report, ShellKind::Bash, true).filter(|c| replayable(&c.env).is_ok()) {
         Some(c) => (
             shell_env(&c.env, &c.cwd),
             c.cwd.clone(),

@@ -57,8 +57,14 @@ struct DriverReply {
 /// How waiting for the driver ended.
 enum Outcome {
     Reply(DriverReply),
-    /// The channel broke: the interpreter died (or closed its channel).
+    /// The channel closed: the interpreter died (or closed its channel).
     Lost,
+    /// The channel carries something that is not a whole reply in time
+    /// (garbage, or a frame the code began and never finished): the
+    /// interpreter must go, or every later exec would read its bytes.
+    Broken {
+        past_deadline: bool,
+    },
     Deadline,
     CallerGone,
 }
@@ -134,6 +140,10 @@ pub fn serve(
             // Said by the next exec, which starts a fresh interpreter.
             let exit = stop(holder, pid, &before, false)?;
             finished(exit, false, restarted, None)
+        }
+        Outcome::Broken { past_deadline } => {
+            let exit = stop(holder, pid, &before, true)?;
+            finished(exit, past_deadline, true, None)
         }
         Outcome::Deadline | Outcome::CallerGone => {
             let timed_out = matches!(outcome, Outcome::Deadline);
@@ -302,10 +312,21 @@ fn wait_reply(
         drop(fds);
         relay.pump(&ready[first_source..]);
         if ready[0] {
-            match protocol::recv_json::<DriverReply>(channel) {
+            // A frame that has begun must be whole by the deadline: the code
+            // shares its process with the driver and may write half of one.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = channel.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let got = protocol::recv_json::<DriverReply>(channel);
+            let _ = channel.set_read_timeout(None);
+            match got {
                 Ok(Some((r, _))) if expected.matches(&r) => return Outcome::Reply(r),
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return Outcome::Lost,
+                Ok(None) => return Outcome::Lost,
+                Err(_) => {
+                    return Outcome::Broken {
+                        past_deadline: Instant::now() >= deadline,
+                    }
+                }
             }
         }
         if let (Some(c), true) = (conn, conn.is_some() && ready[1]) {

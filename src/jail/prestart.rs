@@ -427,6 +427,7 @@ mod tests {
                 BASH_WRAPPER.into(),
                 "bash".into(),
             ],
+            program: None,
             env: env.iter().map(|e| e.to_string()).collect(),
             cwd: "/".into(),
             fallback_cwd: "/".into(),

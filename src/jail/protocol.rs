@@ -27,6 +27,12 @@ pub const MAX_FDS: usize = 8;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpawnRequest {
     pub argv: Vec<String>,
+    /// The session's program as found at `start`: run when argv[0] is no
+    /// longer found on the session's `PATH` (a command set `PATH` to
+    /// something that does not hold it), so that no `PATH` can make the
+    /// session unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<PathBuf>,
     pub env: Vec<String>,
     pub cwd: PathBuf,
     /// Used when `cwd` no longer exists (deleted by an earlier command).
@@ -249,6 +255,7 @@ mod tests {
         let (r, _w) = nix::unistd::pipe().unwrap();
         let req = SpawnRequest {
             argv: vec!["bash".into()],
+            program: None,
             env: vec!["A=1".into()],
             cwd: "/x".into(),
             fallback_cwd: "/".into(),

@@ -245,7 +245,10 @@ pub(super) fn resolve_program(req: &SpawnRequest) -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!("command not found in the session: {name}"))
+    match &req.program {
+        Some(found_at_start) => Ok(found_at_start.clone()),
+        None => Err(format!("command not found in the session: {name}")),
+    }
 }
 
 /// The forked child: put the descriptors in place, apply limits, exec.

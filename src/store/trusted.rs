@@ -108,6 +108,8 @@ pub struct Anchor {
     /// The session's own directory in it.
     pub session_dir_id: FileId,
     pub work_dir: PathBuf,
+    /// The session's program, found on the default `PATH` at start.
+    pub program: PathBuf,
     /// The profile given at start: the only one its jail is ever built with.
     pub profile: Profile,
     /// Host directories the jail sees: the work dir first, then the binds.
@@ -717,6 +719,7 @@ mod tests {
             sessions_dir_id: id(1),
             session_dir_id: id(2),
             work_dir: dir.path().to_path_buf(),
+            program: PathBuf::from("/bin/bash"),
             profile,
             view: vec![ViewRoot {
                 path: dir.path().to_path_buf(),

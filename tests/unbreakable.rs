@@ -1,0 +1,68 @@
+//! No command run in a session can make that session unusable (issue 10):
+//! the next exec works, or says exactly why. Each test breaks the session the
+//! way a careless or hostile command would, then checks the next exec.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_path_without_the_shell_does_not_break_later_execs() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let v = sb.exec(&id, "export PATH=/nonexistent; cd /tmp");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let v = sb.exec(&id, "echo \"$PATH\"; pwd");
+    assert_eq!(v["stdout"], "/nonexistent\n/tmp\n", "{v}");
+    // The same after a rebuild of the jail.
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "export PATH=/usr/bin:/bin; echo back");
+    assert_eq!(v["stdout"], "back\n", "{v}");
+}
+
+#[test]
+fn a_variable_too_big_to_replay_is_reported_and_not_saved() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(&id, "export KEEP=before; cd /tmp");
+    let v = sb.exec(
+        &id,
+        "export BIG=$(head -c 200000 /dev/zero | tr '\\0' x); export KEEP=after; cd /; echo ${#BIG}",
+    );
+    assert_eq!(v["stdout"], "200000\n", "{v}");
+    let warning = v["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("BIG") && warning.contains("not saved"),
+        "{v}"
+    );
+    let v = sb.exec(&id, "echo \"[${#BIG}] $KEEP $(pwd)\"");
+    assert_eq!(v["stdout"], "[0] before /tmp\n", "{v}");
+    assert!(v.get("warning").is_none(), "{v}");
+}
+
+/// Code in a live interpreter writes half a frame on its channel to the
+/// driver and sleeps: the exec still ends at its timeout, and the next exec
+/// runs in a fresh interpreter (said by the JSON of the one that broke it).
+#[test]
+fn half_a_frame_on_a_live_interpreters_channel_cannot_stall_or_wedge_it() {
+    let sb = Sandbox::new();
+    let id = sb.start(&["python3"]);
+    sb.exec(&id, "x = 5");
+    let t = Instant::now();
+    let (_, v) = sb.exec_with(
+        &id,
+        &["--timeout", "2"],
+        "import os, time\nos.write(3, b'\\x10\\x00\\x00\\x00{')\ntime.sleep(30)",
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the timeout was stretched: {v}"
+    );
+    assert_eq!(v["timed_out"], true, "{v}");
+    assert_eq!(v["interpreter_restarted"], true, "{v}");
+    let t = Instant::now();
+    let v = sb.exec(&id, "print(6 * 7)");
+    assert!(t.elapsed() < Duration::from_secs(5), "wedged: {v}");
+    assert_eq!(v["stdout"], "42\n", "{v}");
+}
