@@ -79,6 +79,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             session_dir_id,
             work_dir: work_dir.clone(),
             program,
+            root_jail_id: free_root_jail_id(&state_dir, &session.id)?,
             pins: trusted::pins_of(&profile, &view),
             profile: profile.clone(),
             view: view_roots,
@@ -146,6 +147,31 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         let _ = control.remove();
     }
     created
+}
+
+/// For root: a host id for the new session's jail that no other live
+/// session of this state dir uses. Called under the registry lock.
+fn free_root_jail_id(state_dir: &StateDir, id: &SessionId) -> Result<Option<u32>> {
+    use jail::idmap::{ROOT_JAIL_SLOTS, ROOT_JAIL_UID};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let taken: std::collections::HashSet<u32> = state_dir
+        .anchors()
+        .into_iter()
+        .filter(|(control, _)| !control.is_ended())
+        .filter_map(|(_, a)| a.root_jail_id)
+        .collect();
+    // The id is random already: its first hex digits pick where to look first.
+    let hex = id.as_str().trim_start_matches("sess_");
+    let start = u32::from_str_radix(&hex[..8], 16).unwrap_or(0) % ROOT_JAIL_SLOTS;
+    (0..ROOT_JAIL_SLOTS)
+        .map(|i| ROOT_JAIL_UID + 1 + (start + i) % ROOT_JAIL_SLOTS)
+        .find(|id| !taken.contains(id))
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow!("all {ROOT_JAIL_SLOTS} host ids for root's jails are in use; end some sessions")
+        })
 }
 
 /// Checks that the new session's sessions dir and view keep every session's

@@ -307,6 +307,51 @@ fn a_root_started_jail_does_not_run_as_host_root() {
     }
 }
 
+/// Host uid of the process whose command line has `marker`.
+fn host_uid_of(marker: &str) -> Option<u32> {
+    let mut uid = None;
+    wait_until(Duration::from_secs(5), || {
+        uid = procs_with_marker(marker)
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .find_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|u| u.parse().ok())
+            });
+        uid.is_some()
+    });
+    uid
+}
+
+/// Issue 10: root's sessions each run as their own host uid, so per-uid
+/// kernel limits (processes, inotify instances) are not shared: one session
+/// exhausting them cannot starve another.
+#[test]
+fn root_started_sessions_run_as_distinct_host_uids() {
+    if !is_root() {
+        eprintln!("skipped: only meaningful when root starts the session");
+        return;
+    }
+    let sb = Sandbox::new();
+    let mut uids = Vec::new();
+    for _ in 0..2 {
+        let id = sb.start(&[]);
+        let marker = unique_sleep_arg();
+        let (_, _, code) = run_in(&sb, &id, &format!("sleep {marker} & true"));
+        assert_eq!(code, 0);
+        uids.push(host_uid_of(&marker).expect("the jailed sleep runs"));
+    }
+    assert_ne!(uids[0], uids[1], "two sessions share host uid {}", uids[0]);
+    for u in &uids {
+        assert!(
+            (0x6473_0001..=0x6473_ffff).contains(u),
+            "uid {u:#x} outside the reserved range"
+        );
+    }
+}
+
 #[test]
 fn files_written_in_the_work_dir_belong_to_its_owner() {
     let sb = Sandbox::new();

@@ -19,8 +19,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-/// The host uid and gid a root-started jail runs as.
+/// The first of the host uids and gids that root-started jails run as: each
+/// session gets its own, `ROOT_JAIL_UID + slot` with a slot in
+/// `1..=ROOT_JAIL_SLOTS`, so that per-uid kernel limits (processes, inotify
+/// instances, message queues) are not shared between sessions.
 pub const ROOT_JAIL_UID: u32 = 0x6473_0000;
+/// How many per-session ids the reserved range holds.
+pub const ROOT_JAIL_SLOTS: u32 = 0xffff;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;

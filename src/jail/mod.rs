@@ -175,6 +175,7 @@ pub fn start(
         .context("cannot configure the session holder")
         .and_then(|()| {
             handshake(
+                anchor.root_jail_id.unwrap_or(idmap::ROOT_JAIL_UID),
                 child.id() as i32,
                 session,
                 profile,
@@ -272,6 +273,7 @@ pub struct GoAhead {
 /// Writes the id maps of the holder's new user namespace and sends it the
 /// go-ahead, with the idmapped mounts when root started it.
 fn set_up_user_namespace(
+    root_jail_id: u32,
     first_stage: i32,
     session: &SessionDir,
     profile: &Profile,
@@ -282,7 +284,7 @@ fn set_up_user_namespace(
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     let owner = std::fs::metadata(work_dir).map(|m| (m.uid(), m.gid()))?;
-    let (uid, gid) = userns::plan_maps(euid, egid, owner);
+    let (uid, gid) = userns::plan_maps(euid, egid, owner, root_jail_id);
     userns::write_maps(first_stage, uid, gid).map_err(|e| {
         anyhow!("cannot map ids into the session's user namespace: {e}. {USERNS_HELP}")
     })?;
@@ -308,7 +310,9 @@ fn set_up_user_namespace(
 }
 
 /// Follows the holder's start-up lines; returns the holder's host pid once ready.
+#[allow(clippy::too_many_arguments)]
 fn handshake(
+    root_jail_id: u32,
     first_stage: i32,
     session: &SessionDir,
     profile: &Profile,
@@ -349,7 +353,7 @@ fn handshake(
         match line.split_at(line.len().min(1)) {
             ("U", _) if jailed => {
                 let c = control.take().context("duplicate handshake line")?;
-                set_up_user_namespace(first_stage, session, profile, work_dir, c)?;
+                set_up_user_namespace(root_jail_id, first_stage, session, profile, work_dir, c)?;
             }
             ("P", pid) => {
                 let pid = pid.parse::<i32>().context("bad holder pid")?;

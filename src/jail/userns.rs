@@ -4,7 +4,6 @@
 //! the maps, because only a process in the parent namespace may map ids other
 //! than its own.
 
-use super::idmap::ROOT_JAIL_UID;
 use std::fs;
 use std::io;
 
@@ -19,10 +18,11 @@ pub struct IdMap {
 /// The uid and gid maps of a session's user namespace.
 ///
 /// A regular caller keeps its own ids inside, so files the jail creates belong
-/// to it and tools see its uid. Root's jails run as [`ROOT_JAIL_UID`] on the
-/// host and, inside, as the owner of the work dir (`dir_owner`), whose files
-/// the idmapped work dir mount then lets them write.
-pub fn plan_maps(euid: u32, egid: u32, dir_owner: (u32, u32)) -> (IdMap, IdMap) {
+/// to it and tools see its uid. Root's jails run as `root_jail_id` (one of
+/// [`ROOT_JAIL_UID`](super::idmap::ROOT_JAIL_UID)'s reserved range, one per session) on the host and,
+/// inside, as the owner of the work dir (`dir_owner`), whose files the
+/// idmapped work dir mount then lets them write.
+pub fn plan_maps(euid: u32, egid: u32, dir_owner: (u32, u32), root_jail_id: u32) -> (IdMap, IdMap) {
     let one = |inside, outside| IdMap {
         inside,
         outside,
@@ -30,8 +30,8 @@ pub fn plan_maps(euid: u32, egid: u32, dir_owner: (u32, u32)) -> (IdMap, IdMap) 
     };
     if euid == 0 {
         (
-            one(dir_owner.0, ROOT_JAIL_UID),
-            one(dir_owner.1, ROOT_JAIL_UID),
+            one(dir_owner.0, root_jail_id),
+            one(dir_owner.1, root_jail_id),
         )
     } else {
         (one(euid, euid), one(egid, egid))
@@ -57,11 +57,12 @@ pub fn write_maps(pid: i32, uid: IdMap, gid: IdMap) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::idmap::ROOT_JAIL_UID;
     use super::*;
 
     #[test]
     fn maps_keep_a_regular_callers_ids() {
-        let (u, g) = plan_maps(1000, 100, (0, 0));
+        let (u, g) = plan_maps(1000, 100, (0, 0), ROOT_JAIL_UID + 7);
         assert_eq!((u.inside, u.outside, u.count), (1000, 1000, 1));
         assert_eq!((g.inside, g.outside, g.count), (100, 100, 1));
         assert!(!needs_idmapped_mounts(1000));
@@ -69,11 +70,11 @@ mod tests {
 
     #[test]
     fn root_never_maps_to_host_root() {
-        let (u, g) = plan_maps(0, 0, (0, 0));
-        assert_eq!((u.inside, u.outside), (0, ROOT_JAIL_UID));
-        assert_eq!((g.inside, g.outside), (0, ROOT_JAIL_UID));
-        let (u, _) = plan_maps(0, 0, (1000, 1000));
-        assert_eq!((u.inside, u.outside), (1000, ROOT_JAIL_UID));
+        let (u, g) = plan_maps(0, 0, (0, 0), ROOT_JAIL_UID + 7);
+        assert_eq!((u.inside, u.outside), (0, ROOT_JAIL_UID + 7));
+        assert_eq!((g.inside, g.outside), (0, ROOT_JAIL_UID + 7));
+        let (u, _) = plan_maps(0, 0, (1000, 1000), ROOT_JAIL_UID + 8);
+        assert_eq!((u.inside, u.outside), (1000, ROOT_JAIL_UID + 8));
         assert!(needs_idmapped_mounts(0));
     }
 }

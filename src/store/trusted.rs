@@ -110,6 +110,10 @@ pub struct Anchor {
     pub work_dir: PathBuf,
     /// The session's program, found on the default `PATH` at start.
     pub program: PathBuf,
+    /// Root-started sessions: the host uid and gid their jail runs as, its
+    /// own in the reserved range (see `jail::idmap::ROOT_JAIL_UID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_jail_id: Option<u32>,
     /// The profile given at start: the only one its jail is ever built with.
     pub profile: Profile,
     /// Host directories the jail sees: the work dir first, then the binds.
@@ -720,6 +724,7 @@ mod tests {
             session_dir_id: id(2),
             work_dir: dir.path().to_path_buf(),
             program: PathBuf::from("/bin/bash"),
+            root_jail_id: None,
             profile,
             view: vec![ViewRoot {
                 path: dir.path().to_path_buf(),
