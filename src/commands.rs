@@ -116,6 +116,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             execution_count: 0,
             profile: profile.name.clone(),
             holder: Some(holder.clone()),
+            history_bytes: Some(0),
             jail_restarts: 0,
             ended_at: None,
         };
@@ -126,6 +127,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             let _ = jail::stop(&control, &holder);
             return Err(e);
         }
+        crate::fault::point("start:before-commit");
         // Only now may the holder outlive us: until this, our death ends it.
         pending.commit()?;
         // Last, so that the holder's work on it does not slow `start` down;
@@ -312,6 +314,7 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
         // the session active, and the next `end` finishes the job.
         if let Some(h) = control.holder()? {
             jail::stop(control, &h)?;
+            crate::fault::point("end:after-stop");
             control.write_holder(None)?;
         }
         let meta = session.read_metadata();
@@ -336,15 +339,14 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
         }
     }
     if remove {
-        crate::store::remove_tree(&session.dir)
-            .with_context(|| format!("cannot remove {}", session.dir.display()))?;
+        session.remove()?;
         control.remove()?;
     }
     Ok(json!({"status": "terminated", "session_id": id.as_str()}))
 }
 
 /// One entry of `list`.
-fn list_entry(meta: &Metadata) -> Value {
+fn list_entry(meta: &Metadata, execution_count: u64) -> Value {
     json!({
         "session_id": meta.session_id,
         "command": meta.command,
@@ -353,7 +355,7 @@ fn list_entry(meta: &Metadata) -> Value {
         "profile": meta.profile,
         "created_at": meta.created_at,
         "last_executed_at": meta.last_executed_at,
-        "execution_count": meta.execution_count,
+        "execution_count": execution_count,
     })
 }
 
@@ -370,7 +372,7 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
         match session.read_metadata() {
             Ok(meta) if meta.session_id == id.as_str() => {
                 if all || meta.status == Status::Active {
-                    out.push(list_entry(&meta));
+                    out.push(list_entry(&meta, session.counted(&meta)));
                 }
             }
             _ => out.push(json!({"session_id": id.as_str(), "status": "corrupt"})),
@@ -386,11 +388,13 @@ pub fn cleanup(sessions_dir: &Path) -> Result<(Value, Vec<String>)> {
     let state = StateDir::open(false)?;
     let store_id = FileId::stat(store.root()).ok();
     let mut removed = Vec::new();
-    let mut failures = Vec::new();
+    let mut failures = store.finish_removals();
     for id in store.list_ids()? {
         match cleanup_one(&store, state.as_ref(), store_id, &id) {
             Ok(true) => removed.push(Value::String(id.to_string())),
             Ok(false) => {}
+            // Removed by a concurrent end --remove or cleanup: not a failure.
+            Err(_) if !store.session(&id).dir.exists() => {}
             Err(e) => failures.push(format!("{id}: {e:#}")),
         }
     }
@@ -460,8 +464,7 @@ fn cleanup_one(
         }
         (None, _) => {}
     }
-    crate::store::remove_tree(&session.dir)
-        .with_context(|| format!("cannot remove {}", session.dir.display()))?;
+    session.remove()?;
     if let (Some(c), true) = (&control, ours) {
         c.remove()?;
     }

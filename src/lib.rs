@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod exec;
+pub mod fault;
 pub mod jail;
 pub mod profile;
 pub mod store;

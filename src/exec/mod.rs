@@ -108,14 +108,21 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         &command,
         timeout,
     )?;
-    // Counted as soon as the command runs, so that this write overlaps with
-    // the command instead of adding to the exec's latency.
-    let started_at = count_exec(session)?;
+    let started_at = timefmt::now_rfc3339();
+    // From here on the command runs: whatever goes wrong on our side is a
+    // warning next to its result, never an error that hides what it did.
+    let mut warnings: Vec<String> = Vec::new();
     let (collected, report) = collect(&conn, run, profile, &opts, timeout)?;
     let elapsed = started.elapsed();
 
     // State: only a complete report replaces the previous state.
-    let report = report.map(read_report).transpose()?.unwrap_or_default();
+    let report = match report.map(read_report).transpose() {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            warnings.push(format!("cannot read the state report: {e:#}"));
+            Vec::new()
+        }
+    };
     let env_complete = matches!(collected.exit, Some(Exit::Code { code: 0 }));
     let captured = if collected.timed_out {
         None
@@ -151,18 +158,23 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         exit_code = 124;
     }
     // A state no program could start from would break every later exec.
-    let mut warning = None;
     if let Err(why) = shell::replayable(&new_state.env) {
-        warning = Some(format!(
+        warnings.push(format!(
             "the session's state after this exec was not saved ({why}); the next exec starts \
              from the cwd and variables from before it"
         ));
         new_state = state.clone();
     }
     if new_state != state {
-        session.write_state(&new_state)?;
+        if let Err(e) = session.write_state(&new_state) {
+            warnings.push(format!(
+                "the session's state after this exec could not be saved ({e:#}); the next exec \
+                 starts from the state before it"
+            ));
+            new_state.cwd = state.cwd.clone();
+        }
     }
-    record_history(
+    if let Err(e) = record_exec(
         session,
         started_at,
         &command,
@@ -170,7 +182,11 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         elapsed,
         &new_state.cwd,
         collected.timed_out,
-    )?;
+    ) {
+        warnings.push(format!(
+            "this exec could not be recorded in history.log and execution_count ({e:#})"
+        ));
+    }
 
     let signal = match collected.exit {
         Some(Exit::Signal { signal }) => signal_name(signal),
@@ -199,7 +215,7 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         cwd_reset: collected.cwd_reset,
         interpreter_restarted,
         error: collected.error,
-        warning,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
     })
 }
 
@@ -592,20 +608,10 @@ fn drain(fd: &OwnedFd, buf: &mut [u8], sink: &mut Sink) -> bool {
     }
 }
 
-/// Counts the exec in metadata.json and appends its history line.
-/// Bumps `execution_count` and `last_executed_at`; returns the timestamp.
-fn count_exec(session: &SessionDir) -> Result<String> {
-    let now = timefmt::now_rfc3339();
-    let _meta_lock = session.lock_metadata()?;
-    let mut meta = session.read_metadata()?;
-    meta.execution_count += 1;
-    meta.last_executed_at = Some(now.clone());
-    session.write_metadata(&meta)?;
-    Ok(now)
-}
-
-/// Appends the exec's line to history.log (never rewritten).
-fn record_history(
+/// Records the exec in history.log and counts it (see
+/// [`SessionDir::record_exec`]): counted only once recorded, so the two
+/// always agree, even when an exec is killed.
+fn record_exec(
     session: &SessionDir,
     started_at: String,
     command: &str,
@@ -620,7 +626,7 @@ fn record_history(
     while !command.is_char_boundary(cut) {
         cut -= 1;
     }
-    session.append_history(&HistoryEntry {
+    session.record_exec(&HistoryEntry {
         timestamp: started_at,
         command: command[..cut].to_string(),
         command_truncated: truncated,

@@ -10,10 +10,17 @@ use std::path::Path;
 /// An exclusive lock, released on drop.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
+    /// Whether the locked file still has a name: a lock on a file that was
+    /// unlinked meanwhile (its directory removed) guards nothing.
+    pub fn is_linked(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().is_ok_and(|m| m.nlink() > 0)
+    }
+
     /// Blocks until the exclusive lock on `path` (created if missing) is ours.
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         let file = OpenOptions::new()
@@ -28,7 +35,7 @@ impl FileLock {
             // SAFETY: flock on a file descriptor we own; no memory is involved.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
             if rc == 0 {
-                return Ok(FileLock { _file: file });
+                return Ok(FileLock { file });
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {

@@ -120,6 +120,23 @@ impl Store {
         bail!("could not find an unused session id")
     }
 
+    /// Removes what removals killed halfway left behind.
+    pub fn finish_removals(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return failures;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with(REMOVING_PREFIX) {
+                if let Err(err) = remove_tree(&e.path()) {
+                    failures.push(format!("{}: {err}", e.path().display()));
+                }
+            }
+        }
+        failures
+    }
+
     /// Every entry of the sessions directory that has the shape of a session id, sorted.
     pub fn list_ids(&self) -> Result<Vec<SessionId>> {
         let mut ids = Vec::new();
@@ -170,14 +187,50 @@ impl SessionDir {
 
     /// Serializes execs of this session; held for the whole run.
     pub fn lock_exec(&self) -> Result<FileLock> {
-        FileLock::exclusive(&self.dir.join("exec.lock"))
-            .with_context(|| format!("cannot lock session {}", self.id))
+        self.lock("exec.lock")
     }
 
     /// Guards read-modify-write of metadata.json; held briefly.
     pub fn lock_metadata(&self) -> Result<FileLock> {
-        FileLock::exclusive(&self.dir.join("meta.lock"))
-            .with_context(|| format!("cannot lock metadata of session {}", self.id))
+        self.lock("meta.lock")
+    }
+
+    /// Takes a lock in the session dir. A session removed while we waited
+    /// for it (its lock file unlinked, or its directory gone) is "not found",
+    /// never a lock on a file nobody else will ever see.
+    fn lock(&self, name: &str) -> Result<FileLock> {
+        let gone = || anyhow!("Session {} not found (it was removed meanwhile)", self.id);
+        match FileLock::exclusive(&self.dir.join(name)) {
+            Ok(lock) if lock.is_linked() => Ok(lock),
+            Ok(_) => Err(gone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(gone()),
+            Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot lock session {}", self.id)),
+        }
+    }
+
+    /// Removes the session directory: first renamed out of the way in one
+    /// step (so no concurrent command can create a file in it, and a crash
+    /// leaves a `.removing-…` entry that `cleanup` finishes), then deleted.
+    pub fn remove(&self) -> Result<()> {
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let tomb = parent.join(format!(
+            "{REMOVING_PREFIX}{}-{}-{nanos}",
+            self.id,
+            std::process::id()
+        ));
+        match fs::rename(&self.dir, &tomb) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(anyhow!(e))
+                    .with_context(|| format!("cannot remove {}", self.dir.display()))
+            }
+        }
+        remove_tree(&tomb).with_context(|| format!("cannot remove {}", tomb.display()))
     }
 
     pub fn read_metadata(&self) -> Result<Metadata> {
@@ -195,19 +248,77 @@ impl SessionDir {
             .with_context(|| format!("cannot write {}", self.state_path().display()))
     }
 
-    /// Appends one line to history.log. `O_APPEND` writes of one buffer are
-    /// not interleaved with other appends, and the log is never rewritten.
-    pub fn append_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
-        line.push(b'\n');
+    /// Records one exec: appends its line to history.log and counts it in
+    /// metadata.json, under the metadata lock. `execution_count` always
+    /// equals the number of whole lines in history.log:
+    ///
+    /// - a line is written with one `write`; if that fails (a full disk),
+    ///   the file is cut back to where it was, so no torn line stays and the
+    ///   exec is neither logged nor counted;
+    /// - if the process dies between the append and the metadata update,
+    ///   the next record counts the line (past `history_bytes`), and cuts
+    ///   off a torn tail if one was left.
+    pub fn record_exec(&self, entry: &HistoryEntry) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let _lock = self.lock_metadata()?;
+        let mut meta = self.read_metadata()?;
+        let path = self.history_path();
         let mut file = fs::OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
-            .open(self.history_path())
-            .with_context(|| format!("cannot open {}", self.history_path().display()))?;
-        file.write_all(&line)
-            .with_context(|| format!("cannot append to {}", self.history_path().display()))
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let size = file.metadata()?.len();
+        let counted = meta.history_bytes.unwrap_or(size).min(size);
+        let mut end = size;
+        if size > counted {
+            let mut tail = Vec::new();
+            file.seek(SeekFrom::Start(counted))?;
+            (&mut file).take(size - counted).read_to_end(&mut tail)?;
+            let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            meta.execution_count += tail[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+            end = counted + whole as u64;
+            if end < size {
+                file.set_len(end)
+                    .with_context(|| format!("cannot repair {}", path.display()))?;
+            }
+        }
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        if let Err(e) = file.write_all(&line) {
+            let _ = file.set_len(end);
+            return Err(anyhow!(e)).with_context(|| format!("cannot append to {}", path.display()));
+        }
+        crate::fault::point("exec:after-append");
+        meta.execution_count += 1;
+        meta.history_bytes = Some(end + line.len() as u64);
+        meta.last_executed_at = Some(entry.timestamp.clone());
+        self.write_metadata(&meta)
+    }
+
+    /// `execution_count` as [`record_exec`](Self::record_exec) will make it:
+    /// with the whole lines an exec killed before it counted them left.
+    pub fn counted(&self, meta: &Metadata) -> u64 {
+        let Some(counted) = meta.history_bytes else {
+            return meta.execution_count;
+        };
+        let extra = (|| -> io::Result<u64> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = fs::File::open(self.history_path())?;
+            let size = f.metadata()?.len();
+            if size <= counted {
+                return Ok(0);
+            }
+            let mut tail = Vec::new();
+            f.seek(SeekFrom::Start(counted))?;
+            f.take((size - counted).min(64 << 20))
+                .read_to_end(&mut tail)?;
+            Ok(tail.iter().filter(|&&b| b == b'\n').count() as u64)
+        })();
+        meta.execution_count + extra.unwrap_or(0)
     }
 }
 
@@ -304,6 +415,9 @@ pub fn resolve_would_be(path: &Path) -> Result<PathBuf> {
         }
     }
 }
+
+/// Names of session dirs being removed (see [`SessionDir::remove`]).
+pub const REMOVING_PREFIX: &str = ".removing-";
 
 /// Removes a directory tree that a jail wrote into, whatever modes it left:
 /// a directory it made unreadable (mode 000) is opened up first. Symlinks are
@@ -405,6 +519,70 @@ mod tests {
             err.contains("corrupt") && err.contains("metadata.json"),
             "{err}"
         );
+    }
+
+    fn entry(n: u64) -> HistoryEntry {
+        HistoryEntry {
+            timestamp: format!("t{n}"),
+            command: "true".into(),
+            command_truncated: false,
+            exit_code: 0,
+            duration_ms: n,
+            cwd: "/".into(),
+            timed_out: false,
+        }
+    }
+
+    fn with_metadata(s: &SessionDir) {
+        s.write_metadata(&Metadata {
+            session_id: s.id.to_string(),
+            command: "bash".into(),
+            args: vec![],
+            created_at: "t0".into(),
+            last_executed_at: None,
+            status: Status::Active,
+            work_dir: "/".into(),
+            execution_count: 0,
+            profile: "default".into(),
+            holder: None,
+            history_bytes: Some(0),
+            jail_restarts: 0,
+            ended_at: None,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn count_and_history_agree_after_a_kill_between_them_and_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let s = store.create_session().unwrap();
+        with_metadata(&s);
+        s.record_exec(&entry(1)).unwrap();
+        // An exec killed after its append, before it counted: a whole line
+        // past history_bytes; then a torn line (a full disk mid-write).
+        let mut line = serde_json::to_vec(&entry(2)).unwrap();
+        line.push(b'\n');
+        line.extend_from_slice(b"{\"timestamp\":\"t3\",\"comm");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(s.history_path())
+            .unwrap()
+            .write_all(&line)
+            .unwrap();
+        let meta = s.read_metadata().unwrap();
+        assert_eq!(meta.execution_count, 1);
+        assert_eq!(s.counted(&meta), 2, "list already counts the whole line");
+        s.record_exec(&entry(4)).unwrap();
+        let meta = s.read_metadata().unwrap();
+        let text = fs::read_to_string(s.history_path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(meta.execution_count, 3, "{text}");
+        assert_eq!(lines.len(), 3, "the torn line is gone: {text}");
+        for l in lines {
+            serde_json::from_str::<HistoryEntry>(l).unwrap();
+        }
+        assert_eq!(meta.history_bytes, Some(text.len() as u64));
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub struct Metadata {
     pub execution_count: u64,
     pub profile: String,
     pub holder: Option<HolderRecord>,
+    /// Size of history.log after the last line counted in
+    /// `execution_count`: lines past it were appended by an exec killed
+    /// before it could count them, and are counted by the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_bytes: Option<u64>,
     /// How many times a dead jail was rebuilt by a later exec.
     #[serde(default)]
     pub jail_restarts: u64,

@@ -1,0 +1,95 @@
+//! Crash consistency (issue 11): delta-sessions killed at a named step (the
+//! debug build's `DELTA_SESSIONS_FAULT` hook, a `kill -9` at exactly that
+//! moment) loses nothing and leaks nothing.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// Holders of sessions in `sb`'s sessions dir, found by their command line.
+fn holders_of(sb: &Sandbox) -> Vec<(i32, String)> {
+    let Ok(rd) = std::fs::read_dir(&sb.sessions) else {
+        return Vec::new();
+    };
+    let ids: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("sess_"))
+        .collect();
+    ids.iter()
+        .flat_map(|id| {
+            procs_with_marker(&format!("__holder {id}"))
+                .into_iter()
+                .filter(|&p| proc_start_time(p).is_some())
+                .map(move |p| (p, id.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_start_killed_before_it_recorded_the_session_leaves_no_jail() {
+    let sb = Sandbox::new();
+    let mut c = sb.command();
+    c.arg("start")
+        .env("DELTA_SESSIONS_FAULT", "start:before-commit");
+    let r = run_command(c, b"");
+    assert_eq!(r.status, -1, "start was killed at the fault point: {r:?}");
+    assert!(
+        wait_until(Duration::from_secs(2), || holders_of(&sb).is_empty()),
+        "holders outlived their start: {:?}",
+        holders_of(&sb)
+    );
+}
+
+#[test]
+fn an_end_killed_after_it_stopped_the_jail_is_completed_by_the_next_end() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let marker = unique_sleep_arg();
+    sb.exec(&id, &format!("setsid sleep {marker} & true"));
+    let cgroups = sb.metadata(&id)["holder"]["cgroups"].clone();
+    let mut c = sb.command();
+    c.args(["end", &id])
+        .env("DELTA_SESSIONS_FAULT", "end:after-stop");
+    assert_eq!(run_command(c, b"").status, -1);
+    assert!(
+        wait_until(Duration::from_secs(5), || procs_with_marker(&marker)
+            .into_iter()
+            .all(|p| proc_start_time(p).is_none())),
+        "the session's processes outlived end"
+    );
+    // Still active (the record came after the kill), so a second end finishes.
+    assert_eq!(sb.metadata(&id)["status"], "active");
+    let r = sb.end(&id);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(sb.metadata(&id)["status"], "terminated");
+    for dir in cgroups.as_array().into_iter().flatten() {
+        let dir = dir.as_str().unwrap();
+        assert!(
+            !std::path::Path::new(dir).exists(),
+            "cgroup {dir} of an ended session is left"
+        );
+    }
+}
+
+#[test]
+fn an_exec_killed_between_its_history_line_and_its_count_still_agrees() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(&id, "true");
+    let mut c = sb.command();
+    c.args(["exec", &id])
+        .env("DELTA_SESSIONS_FAULT", "exec:after-append");
+    assert_eq!(run_command(c, b"echo two").status, -1);
+    let count = |sb: &Sandbox| {
+        let list = sb.run(&["list"], b"").json();
+        list[0]["execution_count"].as_u64().unwrap()
+    };
+    assert_eq!(sb.history(&id).len(), 2);
+    assert_eq!(count(&sb), 2, "list counts what history holds");
+    sb.exec(&id, "true");
+    assert_eq!(sb.history(&id).len(), 3);
+    assert_eq!(sb.metadata(&id)["execution_count"], 3);
+    assert_eq!(count(&sb), 3);
+}
