@@ -29,9 +29,14 @@ Examples:
 Start a session, send it any number of commands, end it. The working directory, exported \
 variables, private /tmp and $HOME, and background processes carry over between commands. \
 Every command returns its whole output at once, as JSON.",
-    after_help = EXAMPLES
+    after_help = EXAMPLES,
+    disable_version_flag = true
 )]
 struct Cli {
+    /// Print the version
+    #[arg(short = 'v', long = "version", short_alias = 'V', action = clap::ArgAction::Version)]
+    version: Option<bool>,
+
     /// Directory that holds the sessions [default: ./.sessions]
     #[arg(long, global = true, env = "DELTA_SESSIONS_DIR", value_name = "DIR")]
     sessions_dir: Option<PathBuf>,
@@ -129,7 +134,7 @@ struct HolderArgs {
 
 /// Runs the program; returns the process exit status.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(hoist_global_options(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -147,6 +152,38 @@ pub fn main() -> i32 {
     }
 }
 
+/// Moves `--sessions-dir DIR` (or `--sessions-dir=DIR`) from wherever it is
+/// before a `--` to the front, where clap sees it as the global option even
+/// after `start`'s command (`start bash --sessions-dir D`, the seed's
+/// documented form). After `--`, everything is the session command's.
+fn hoist_global_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut front = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    if let Some(argv0) = it.next() {
+        front.push(argv0);
+    }
+    while let Some(a) = it.next() {
+        if a == "--" {
+            rest.push(a);
+            rest.extend(it.by_ref());
+            break;
+        }
+        if a == "--sessions-dir" {
+            front.push(a);
+            if let Some(v) = it.next() {
+                front.push(v);
+            }
+        } else if a.as_encoded_bytes().starts_with(b"--sessions-dir=") {
+            front.push(a);
+        } else {
+            rest.push(a);
+        }
+    }
+    front.extend(rest);
+    front
+}
+
 /// clap's own errors, reshaped into the one-line form (help and version print normally).
 fn usage_error(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
@@ -160,6 +197,18 @@ fn usage_error(e: clap::Error) -> i32 {
             } else {
                 0
             }
+        }
+        ErrorKind::MissingRequiredArgument => {
+            let missing: Vec<String> = e
+                .context()
+                .filter(|(k, _)| *k == clap::error::ContextKind::InvalidArg)
+                .map(|(_, v)| v.to_string())
+                .collect();
+            eprintln!(
+                "Error: missing required argument {} (see delta-sessions --help)",
+                missing.join(", ")
+            );
+            1
         }
         _ => {
             let rendered = e.render().to_string();
@@ -257,6 +306,13 @@ fn dispatch(command: Command, sessions_dir: &std::path::Path) -> Result<i32> {
 /// units as in profiles (`500ms`, `2m`, `1h30m`).
 fn parse_timeout(text: &str) -> Result<Duration> {
     const MAX_MS: u64 = 7 * 86_400 * 1_000;
+    // The profile syntax allows "1h 30m"; on the command line a space is a
+    // quoting slip ("1 s", "1s "), so it is refused rather than guessed at.
+    if text.chars().any(char::is_whitespace) {
+        return Err(anyhow!(
+            "Invalid --timeout {text:?}: no spaces; write a number of seconds or a duration such as 1s, 500ms, 2m"
+        ));
+    }
     let ms = crate::profile::units::parse_duration_ms(text)
         .map_err(|e| anyhow!("Invalid --timeout {text:?}: {e}"))?;
     if ms == 0 || ms > MAX_MS {

@@ -494,5 +494,7 @@ pub fn profiles_list() -> Result<String> {
 /// `profiles show NAME|PATH`: the resolved profile.
 pub fn profiles_show(name: &str) -> Result<Value> {
     let p = Profile::load(name).map_err(|e| anyhow!("{e}"))?;
+    // The same checks as `start`: a profile shown as fine must start.
+    p.check_binds().map_err(|e| anyhow!("{e}"))?;
     Ok(serde_json::to_value(p)?)
 }

@@ -360,3 +360,102 @@ fn unknown_subcommand_and_option() {
     expect_error(&sb, &["frobnicate"], b"", &["frobnicate"]);
     expect_error(&sb, &["exec", &id, "--bogus"], b"echo hi", &["--bogus"]);
 }
+
+/// Issue 11: the smaller input checks.
+#[test]
+fn a_timeout_with_spaces_is_refused() {
+    let (sb, id) = with_session();
+    for t in ["1 s", "1s ", " 1s", "1\ts"] {
+        expect_error(
+            &sb,
+            &["exec", &id, "--timeout", t],
+            b"true",
+            &["--timeout", "no spaces"],
+        );
+    }
+}
+
+#[test]
+fn a_profile_description_with_a_control_character_is_refused() {
+    let (sb, _id) = with_session();
+    let file = sb.dir.path().join("nul.toml");
+    std::fs::write(&file, "description = \"a\\u0000b\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    expect_error(
+        &sb,
+        &["start", "--profile", f],
+        b"",
+        &["description", "control"],
+    );
+    expect_error(&sb, &["profiles", "show", f], b"", &["description"]);
+}
+
+#[test]
+fn profiles_show_refuses_a_bind_that_start_would_refuse() {
+    let (sb, _id) = with_session();
+    let file = sb.dir.path().join("bind.toml");
+    std::fs::write(
+        &file,
+        "[filesystem]\nread_only = [\"/nonexistent-ds-bind\"]\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    expect_error(
+        &sb,
+        &["profiles", "show", f],
+        b"",
+        &["/nonexistent-ds-bind"],
+    );
+    expect_error(
+        &sb,
+        &["start", "--profile", f],
+        b"",
+        &["/nonexistent-ds-bind"],
+    );
+}
+
+/// The seed's documented form: global options after `start`'s command.
+#[test]
+fn sessions_dir_after_the_start_command_is_ours_not_the_commands() {
+    let sb = Sandbox::new();
+    let dir = sb.dir.path().join("elsewhere");
+    let mut c = std::process::Command::new(bin());
+    c.current_dir(&sb.work)
+        .env_remove("DELTA_SESSIONS_DIR")
+        .args(["start", "bash", "--sessions-dir", dir.to_str().unwrap()]);
+    let r = run_command(c, b"");
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = r.json()["session_id"].as_str().unwrap().to_string();
+    assert!(dir.join(&id).is_dir(), "not created in --sessions-dir");
+    assert!(
+        !sb.work.join(".sessions").exists(),
+        "created in ./.sessions"
+    );
+    let mut c = std::process::Command::new(bin());
+    c.current_dir(&sb.work).args([
+        "end",
+        &id,
+        "--remove",
+        &format!("--sessions-dir={}", dir.display()),
+    ]);
+    assert_eq!(run_command(c, b"").status, 0);
+    // After `--`, it is the command's.
+    let r = sb.run(&["start", "--", "bash", "--sessions-dir", "x"], b"");
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = r.json()["session_id"].as_str().unwrap().to_string();
+    assert!(sb.session_dir(&id).is_dir());
+    assert_eq!(sb.run(&["end", &id, "--remove"], b"").status, 0);
+}
+
+#[test]
+fn short_v_prints_the_version_and_a_missing_id_is_named() {
+    let sb = Sandbox::new();
+    for flag in ["-v", "-V", "--version"] {
+        let r = sb.run(&[flag], b"");
+        assert_eq!(r.status, 0, "{r:?}");
+        assert!(r.stdout.starts_with("delta-sessions "), "{r:?}");
+    }
+    for cmd in ["exec", "end"] {
+        sb.run(&[cmd], b"true").assert_error(&["SESSION_ID"]);
+    }
+}

@@ -56,9 +56,28 @@ impl CappedBuffer {
         self.tail.extend(data);
     }
 
-    /// Bytes that were dropped from the middle.
+    /// Bytes that were dropped from the middle (with the pieces of
+    /// characters cut there).
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        let (head_cut, tail_skip) = self.boundary_cuts();
+        self.dropped + (head_cut + tail_skip) as u64
+    }
+
+    /// When the middle was dropped: how many bytes to cut off the end of the
+    /// head and the start of the tail so that both edges of the marker fall
+    /// on UTF-8 character boundaries (half a character would show as a
+    /// replacement character).
+    fn boundary_cuts(&self) -> (usize, usize) {
+        if self.dropped == 0 {
+            return (0, 0);
+        }
+        let tail_skip = self
+            .tail
+            .iter()
+            .take(3)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count();
+        (incomplete_suffix(&self.head), tail_skip)
     }
 
     /// The kept bytes, with a marker line where the middle was dropped.
@@ -67,28 +86,59 @@ impl CappedBuffer {
             return self.head;
         }
         let mut out = Vec::with_capacity(self.head.len() + 80 + self.tail.len());
-        out.extend_from_slice(&self.head);
+        let dropped = self.dropped();
+        let (head_cut, tail_skip) = self.boundary_cuts();
+        out.extend_from_slice(&self.head[..self.head.len() - head_cut]);
         drop(self.head);
-        if self.dropped > 0 {
+        if dropped > 0 {
             if !out.ends_with(b"\n") {
                 out.push(b'\n');
             }
             let _ = writeln!(
                 out,
-                "[... delta-sessions dropped {} bytes of output here ...]",
-                self.dropped
+                "[... delta-sessions dropped {dropped} bytes of output here ...]",
             );
         }
-        let (a, b) = self.tail.as_slices();
-        out.extend_from_slice(a);
-        out.extend_from_slice(b);
+        out.extend(self.tail.iter().skip(tail_skip));
         out
     }
+}
+
+/// Length of an unfinished UTF-8 sequence at the end of `bytes` (0 if the
+/// last character is whole, or if the bytes are not UTF-8 there anyway).
+fn incomplete_suffix(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return 0,
+        };
+        return if back < needed { back } else { 0 };
+    }
+    0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cut_falls_on_character_boundaries() {
+        // 'é' is 2 bytes, '€' 3: a cap of 7 splits both.
+        let mut b = CappedBuffer::new(7);
+        b.push("aé€".repeat(20).as_bytes());
+        let dropped = b.dropped();
+        let bytes = b.into_bytes();
+        let text = String::from_utf8(bytes.clone()).expect("valid UTF-8 on both sides of the cut");
+        assert!(text.contains(&format!("dropped {dropped} bytes")), "{text}");
+        let kept = bytes.len() - text.lines().nth(1).unwrap().len() - 2;
+        assert_eq!(kept as u64 + dropped, 120, "{text}");
+    }
 
     #[test]
     fn small_output_is_kept_whole() {

@@ -31,9 +31,9 @@ type Check<T> = Result<T, String>;
 /// Resolves `raw` (every key present, as after `over(default)`).
 pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Profile> {
     let description = raw.description.unwrap_or_default();
-    if description.chars().count() > MAX_DESCRIPTION || description.contains(['\n', '\r']) {
+    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
         return Err(format!(
-            "description: must be one line of at most {MAX_DESCRIPTION} characters"
+            "description: must be one line of at most {MAX_DESCRIPTION} characters, without control characters (NUL, tabs, escapes)"
         ));
     }
     let isolation = match raw.isolation.as_deref() {
