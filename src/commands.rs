@@ -47,7 +47,8 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         // miss the other's sessions dir.
         let _registry = state_dir.lock_registry()?;
         let sessions_real = crate::store::resolve_would_be(sessions_dir)?;
-        check_layout(&state_dir, &sessions_real, &work_dir, &view)
+        let registry = scan_registry(&state_dir);
+        check_layout(&registry, &state_dir, &sessions_real, &work_dir, &view)
             .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
         let store = Store::open(sessions_dir, true)?;
         let session = store.create_session()?;
@@ -79,7 +80,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             session_dir_id,
             work_dir: work_dir.clone(),
             program,
-            root_jail_id: free_root_jail_id(&state_dir, &session.id)?,
+            root_jail_id: free_root_jail_id(&registry, &session.id)?,
             pins: trusted::pins_of(&profile, &view),
             profile: profile.clone(),
             view: view_roots,
@@ -151,25 +152,65 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     created
 }
 
+/// What `start` learns from the state dir, under the registry lock.
+struct Registry {
+    known: Vec<trusted::Known>,
+    /// Host ids of root's jails in use by sessions that have not ended.
+    taken_ids: std::collections::HashSet<u32>,
+}
+
+/// Reads every recorded session once. A record whose sessions dir or
+/// session dir is gone (deleted by hand, or the sessions dir moved) is
+/// forgotten on the way, its holder stopped if it still runs: nothing could
+/// use or end that session any more.
+fn scan_registry(state_dir: &StateDir) -> Registry {
+    let mut placed: std::collections::HashMap<PathBuf, trusted::Placed> = Default::default();
+    let mut reg = Registry {
+        known: Vec::new(),
+        taken_ids: Default::default(),
+    };
+    for (control, summary) in state_dir.summaries() {
+        let sessions = placed
+            .entry(summary.sessions_dir.clone())
+            .or_insert_with(|| trusted::Placed::of(&summary.sessions_dir))
+            .clone();
+        let session_dir = summary.sessions_dir.join(&summary.session_id);
+        if sessions.id != Some(summary.sessions_dir_id)
+            || FileId::lstat(&session_dir).ok() != Some(summary.session_dir_id)
+        {
+            if let Ok(Some(h)) = control.holder() {
+                let _ = jail::stop(&control, &h);
+            }
+            let _ = control.remove();
+            continue;
+        }
+        let live = !control.is_ended();
+        if live {
+            reg.taken_ids.extend(summary.root_jail_id);
+        }
+        reg.known.push(trusted::Known {
+            live,
+            session_id: summary.session_id,
+            sessions_dir: sessions,
+            view: summary.view.iter().map(|v| v.id).collect(),
+        });
+    }
+    reg
+}
+
 /// For root: a host id for the new session's jail that no other live
-/// session of this state dir uses. Called under the registry lock.
-fn free_root_jail_id(state_dir: &StateDir, id: &SessionId) -> Result<Option<u32>> {
+/// session of this state dir uses.
+fn free_root_jail_id(reg: &Registry, id: &SessionId) -> Result<Option<u32>> {
     use jail::idmap::{ROOT_JAIL_SLOTS, ROOT_JAIL_UID};
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let taken: std::collections::HashSet<u32> = state_dir
-        .anchors()
-        .into_iter()
-        .filter(|(control, _)| !control.is_ended())
-        .filter_map(|(_, a)| a.root_jail_id)
-        .collect();
     // The id is random already: its first hex digits pick where to look first.
     let hex = id.as_str().trim_start_matches("sess_");
     let start = u32::from_str_radix(&hex[..8], 16).unwrap_or(0) % ROOT_JAIL_SLOTS;
     (0..ROOT_JAIL_SLOTS)
         .map(|i| ROOT_JAIL_UID + 1 + (start + i) % ROOT_JAIL_SLOTS)
-        .find(|id| !taken.contains(id))
+        .find(|id| !reg.taken_ids.contains(id))
         .map(Some)
         .ok_or_else(|| {
             anyhow!("all {ROOT_JAIL_SLOTS} host ids for root's jails are in use; end some sessions")
@@ -179,39 +220,19 @@ fn free_root_jail_id(state_dir: &StateDir, id: &SessionId) -> Result<Option<u32>
 /// Checks that the new session's sessions dir and view keep every session's
 /// files out of every jail (see [`trusted::check_layout`]).
 fn check_layout(
+    reg: &Registry,
     state_dir: &StateDir,
     sessions_dir: &Path,
     work_dir: &Path,
     view: &[PathBuf],
 ) -> std::result::Result<(), String> {
-    let known: Vec<trusted::Known> = state_dir
-        .anchors()
-        .into_iter()
-        .filter_map(|(control, anchor)| {
-            // A record whose directories are gone or replaced protects nothing
-            // any more (its files are not where it says).
-            let placed = trusted::Placed::of(&anchor.sessions_dir);
-            let session_dir = anchor.sessions_dir.join(&anchor.session_id);
-            if placed.id != Some(anchor.sessions_dir_id)
-                || FileId::lstat(&session_dir).ok() != Some(anchor.session_dir_id)
-            {
-                return None;
-            }
-            Some(trusted::Known {
-                live: !control.is_ended(),
-                session_id: anchor.session_id,
-                sessions_dir: placed,
-                view: anchor.view.iter().map(|v| v.id).collect(),
-            })
-        })
-        .collect();
     let candidate = trusted::Candidate {
         sessions_dir: trusted::Placed::of(sessions_dir),
         work_dir: trusted::Placed::of(work_dir),
         view: view.iter().map(|p| trusted::Placed::of(p)).collect(),
         state_dir: trusted::Placed::of(state_dir.root()),
     };
-    trusted::check_layout(&candidate, &known)
+    trusted::check_layout(&candidate, &reg.known)
 }
 
 fn resolve_work_dir(dir: Option<&Path>) -> Result<PathBuf> {

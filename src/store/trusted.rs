@@ -154,6 +154,19 @@ impl Anchor {
     }
 }
 
+/// The part of an anchor that the layout check of every `start` reads for
+/// every recorded session (the profile is skipped, not parsed).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AnchorSummary {
+    pub session_id: String,
+    pub sessions_dir: PathBuf,
+    pub sessions_dir_id: FileId,
+    pub session_dir_id: FileId,
+    pub view: Vec<ViewRoot>,
+    #[serde(default)]
+    pub root_jail_id: Option<u32>,
+}
+
 /// The host directories a profile shows a jail, work dir first.
 pub fn view_paths(profile: &Profile, work_dir: &Path) -> Vec<PathBuf> {
     let mut v = vec![work_dir.to_path_buf()];
@@ -435,6 +448,25 @@ impl StateDir {
         write_json_atomic(&control.anchor_path(), anchor)
             .with_context(|| format!("cannot write {}", control.anchor_path().display()))?;
         Ok(control)
+    }
+
+    /// Every session recorded here, summarised (unreadable ones skipped).
+    pub fn summaries(&self) -> Vec<(ControlDir, AnchorSummary)> {
+        let Ok(entries) = fs::read_dir(self.root.join("sessions")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if !super::SessionId::is_valid(&name) {
+                    return None;
+                }
+                let control = self.session(&name);
+                let summary = read_trusted(&control.anchor_path()).ok()??;
+                Some((control, summary))
+            })
+            .collect()
     }
 
     /// Every session recorded here, with its anchor (unreadable ones skipped).
