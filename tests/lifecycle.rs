@@ -93,3 +93,56 @@ fn an_exec_killed_between_its_history_line_and_its_count_still_agrees() {
     assert_eq!(sb.metadata(&id)["execution_count"], 3);
     assert_eq!(count(&sb), 3);
 }
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Issue 11: the worker that runs an exec is killed (from outside, or by
+/// the command itself): what that exec started must not run on, past its
+/// timeout, until `end`.
+#[test]
+fn an_exec_whose_worker_is_killed_does_not_outlive_it() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let (holder, _) = sb.holder(&id).unwrap();
+    let a = unique_sleep_arg();
+    let b = unique_sleep_arg();
+    let mut caller = sb.spawn_exec(&id, &format!("setsid sleep {a} & sleep {b}"));
+    let mut found = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            found = procs_with_marker(&b);
+            !found.is_empty() && !procs_with_marker(&a).is_empty()
+        }),
+        "the exec's sleeps did not start"
+    );
+    // Up from the foreground sleep to the holder's child: the worker.
+    let mut worker = found[0];
+    while let Some(p) = parent_of(worker) {
+        if p == holder {
+            break;
+        }
+        worker = p;
+    }
+    assert_eq!(parent_of(worker), Some(holder), "worker found");
+    // SAFETY: kill(2) of this test's own session's worker.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    let _ = caller.wait();
+    let alive = |m: &str| {
+        procs_with_marker(m)
+            .into_iter()
+            .any(|p| proc_start_time(p).is_some())
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || !alive(&a) && !alive(&b)),
+        "the exec's processes outlived its worker"
+    );
+    // The session goes on.
+    assert_eq!(sb.exec(&id, "echo ok")["stdout"], "ok\n");
+}

@@ -317,6 +317,9 @@ fn serve(
         // Before serve_ready, which may lend the pipes to a worker.
         interpreters.drain_idle(&ready[idle_at..]);
         interpreters.serve_ready(&ready[2..channels], limits);
+        for sid in interpreters.take_orphaned() {
+            kill_orphaned(sid);
+        }
         if let Some((request, fds)) = interpreters.take_prestart() {
             // Dropping our end of the older one's channel tells it to leave;
             // before the fork, so that the new one does not keep it open.
@@ -356,6 +359,23 @@ fn serve(
                 Err(_) => drop(conn),
             }
         }
+    }
+}
+
+/// Kills what an exec started after its worker died without finishing it
+/// (killed from outside, or by the command itself): the command's session
+/// and everything below it, in rounds until none is left (killed processes
+/// cannot fork, so the rounds converge).
+fn kill_orphaned(sid: i32) {
+    for _ in 0..1000 {
+        let pids = super::procfs::session_members(sid);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

@@ -50,6 +50,8 @@ struct Waiting {
 struct WorkerChannel {
     id: u64,
     chan: UnixStream,
+    /// The session id of the command it runs, between `Running` and `Done`.
+    running: Option<i32>,
 }
 
 /// The interpreter of a session and the workers that may ask for it, as the
@@ -77,6 +79,8 @@ pub struct Interpreters {
     /// The latest [`HolderAsk::Prestart`] (bash sessions), for the holder to
     /// act on: it arrives on the same worker channels.
     prestart: Option<(SpawnRequest, Vec<OwnedFd>)>,
+    /// Commands whose worker went away while they ran: the holder kills them.
+    orphaned: Vec<i32>,
 }
 
 impl Interpreters {
@@ -98,6 +102,7 @@ impl Interpreters {
         self.workers.push(WorkerChannel {
             id: self.next_id,
             chan,
+            running: None,
         });
     }
 
@@ -168,7 +173,20 @@ impl Interpreters {
         }
     }
 
+    /// The sessions of commands whose worker died before it was done.
+    pub fn take_orphaned(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.orphaned)
+    }
+
     fn forget(&mut self, id: u64) {
+        if let Some(sid) = self
+            .workers
+            .iter()
+            .find(|w| w.id == id)
+            .and_then(|w| w.running)
+        {
+            self.orphaned.push(sid);
+        }
         self.workers.retain(|w| w.id != id);
         self.waiting.retain(|w| w.id != id);
         if self.lease == Some(id) {
@@ -200,6 +218,18 @@ impl Interpreters {
             }
             HolderAsk::Prestart { request } => {
                 self.prestart = Some((request, stdio));
+                true
+            }
+            HolderAsk::Running { pid } => {
+                if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+                    w.running = Some(pid);
+                }
+                true
+            }
+            HolderAsk::Done => {
+                if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+                    w.running = None;
+                }
                 true
             }
             HolderAsk::Stop { pid, reported } => {

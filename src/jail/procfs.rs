@@ -66,6 +66,34 @@ pub fn with_cmdline_prefix(prefix: &[u8]) -> Vec<i32> {
         .collect()
 }
 
+/// Pids of the processes in session `sid` (field 6 of `/proc/PID/stat`),
+/// and all their descendants (a process that left the session with its own
+/// `setsid` is still found while its parent chain leads back).
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            stat_fields(pid)
+                .ok()
+                .and_then(|f| f.get(3).and_then(|s| s.parse::<i32>().ok()))
+                == Some(sid)
+        })
+        .collect();
+    let roots = found.clone();
+    for r in roots {
+        for d in descendants(r) {
+            if !found.contains(&d) {
+                found.push(d);
+            }
+        }
+    }
+    found
+}
+
 /// Every descendant of `root` (not `root` itself), parents before children.
 pub fn descendants(root: i32) -> Vec<i32> {
     let map = parent_map();

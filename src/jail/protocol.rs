@@ -118,6 +118,13 @@ pub enum HolderAsk {
     /// shell from the state it reported. Its prelude and report memfds are
     /// attached, in that order. No reply.
     Prestart { request: SpawnRequest },
+    /// The worker started the exec's command, `pid`, as the leader of its
+    /// own session (`setsid`). Should the worker die before it says
+    /// [`Done`](Self::Done), the holder kills that session's processes, so
+    /// the exec's timeout and kill hold without the worker. No reply.
+    Running { pid: i32 },
+    /// The worker is done with its command (ended, or killed by it). No reply.
+    Done,
 }
 
 /// The holder's answers to [`HolderAsk`].

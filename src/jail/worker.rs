@@ -9,7 +9,7 @@
 //! processes are adopted by the holder, where they keep running.
 
 use super::prestart::{Carry, Prestarted};
-use super::protocol::{self, Exit, SpawnRequest, WorkerEvent};
+use super::protocol::{self, Exit, HolderAsk, SpawnRequest, WorkerEvent};
 use super::{procfs, rlimits};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -44,6 +44,7 @@ pub fn run(
             1
         }
     };
+    let _ = protocol::send_json(&holder, &HolderAsk::Done);
     // SAFETY: leaving the forked worker without running the holder's destructors.
     unsafe { libc::_exit(code) }
 }
@@ -142,6 +143,13 @@ fn supervise(
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
     let grace = Duration::from_millis(req.kill_grace_ms);
+    // Should we die, the holder stops the command for us.
+    let _ = protocol::send_json(
+        holder,
+        &HolderAsk::Running {
+            pid: child.as_raw(),
+        },
+    );
     loop {
         let now = Instant::now();
         if now >= deadline {
