@@ -583,13 +583,15 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
                 e
             }
         })?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "is not a regular file",
         ));
     }
-    let mut bytes = Vec::new();
+    // Sized up front: one read, not a series of small ones.
+    let mut bytes = Vec::with_capacity((meta.len().min(max) + 1) as usize);
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "is too large"));
