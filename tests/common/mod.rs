@@ -493,13 +493,23 @@ impl Drop for Sandbox {
             }
         }
         // Last line of defence: any holder still running for a session of this
-        // sandbox (its command line names the session dir) is a leak.
-        let marker = format!("__holder {}/", self.sessions.display());
-        for pid in procs_with_marker(&marker) {
-            eprintln!("warning: holder {pid} ({marker}) outlived its test; killing it");
-            // SAFETY: plain kill(2) of a process that names our own temp dir.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
+        // sandbox (its command line names the session id) is a leak.
+        let ids: Vec<String> = std::fs::read_dir(&self.sessions)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("sess_"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            let marker = format!("__holder {id}");
+            for pid in procs_with_marker(&marker) {
+                eprintln!("warning: holder {pid} ({marker}) outlived its test; killing it");
+                // SAFETY: plain kill(2) of a holder of our own sandbox's session.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
         }
     }
