@@ -51,6 +51,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         check_layout(&registry, &state_dir, &sessions_real, &work_dir, &view)
             .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
         let store = Store::open(sessions_dir, true)?;
+        state_dir.register_sessions_dir(store.root())?;
         let session = store.create_session()?;
         let ids = (|| -> Result<_> {
             Ok((
@@ -387,8 +388,13 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
         Err(_) if !sessions_dir.exists() => return Ok(Value::Array(Vec::new())),
         Err(e) => return Err(e),
     };
+    let ids = store.list_ids()?;
+    if ids.is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    ensure_registered(&store, "list")?;
     let mut out = Vec::new();
-    for id in store.list_ids()? {
+    for id in ids {
         let session = store.session(&id);
         match session.read_metadata() {
             Ok(meta) if meta.session_id == id.as_str() => {
@@ -402,10 +408,31 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
+/// Refuses to read or act on a sessions dir that no `start` of this user
+/// recorded (at this path): its entries may have been made by a jail that
+/// sees it, and would be reported, or acted on, as sessions.
+fn ensure_registered(store: &Store, what: &str) -> Result<()> {
+    let known = StateDir::open(false)?.is_some_and(|s| s.is_registered(store.root()));
+    if !known {
+        bail!(
+            "{} is not a sessions dir that delta-sessions made for this user (or it was moved \
+             since): {what} reads only sessions dirs recorded in {} ({})",
+            store.root().display(),
+            StateDir::location().display(),
+            trusted::STATE_DIR_ENV
+        );
+    }
+    Ok(())
+}
+
 /// `cleanup`: removes ended (and corrupt) sessions. It goes on past a
 /// session it cannot remove and reports each failure at the end.
 pub fn cleanup(sessions_dir: &Path) -> Result<(Value, Vec<String>)> {
     let store = Store::open(sessions_dir, false)?;
+    if store.list_ids()?.is_empty() && !store.has_removals() {
+        return Ok((Value::Array(Vec::new()), Vec::new()));
+    }
+    ensure_registered(&store, "cleanup")?;
     let state = StateDir::open(false)?;
     let store_id = FileId::stat(store.root()).ok();
     let mut removed = Vec::new();
@@ -472,18 +499,13 @@ fn cleanup_one(
     if !remove {
         return Ok(false);
     }
-    match (&control, ours) {
-        (Some(c), true) => {
-            if let Some(h) = c.holder()? {
-                jail::stop(c, &h)?;
-                c.write_holder(None)?;
-            }
+    // Only a holder recorded in the state dir is ever stopped: a name on a
+    // command line could be anyone's process.
+    if let (Some(c), true) = (&control, ours) {
+        if let Some(h) = c.holder()? {
+            jail::stop(c, &h)?;
+            c.write_holder(None)?;
         }
-        // Not recorded: a holder may still run under its id.
-        (Some(c), false) => {
-            jail::stop_unrecorded(&session, c)?;
-        }
-        (None, _) => {}
     }
     session.remove()?;
     if let (Some(c), true) = (&control, ours) {

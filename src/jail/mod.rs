@@ -185,11 +185,19 @@ pub fn start(
                 &mut progress,
             )
         });
-    // The first stage exits right after forking the holder proper.
-    let _ = child.wait();
     let pid = match result {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            // The first stage exits right after forking the holder proper.
+            let _ = child.wait();
+            pid
+        }
         Err(e) => {
+            // Closed first: a first stage still waiting for its go-ahead
+            // then sees the end of the channel and exits, so the wait
+            // below cannot hang (and with it every later command).
+            drop(control);
+            let _ = child.kill();
+            let _ = child.wait();
             // A holder that was forked but did not get ready must not stay
             // behind: as PID 1 of its namespace, it takes the rest with it.
             if let Some(pid) = progress.holder_pid {
@@ -292,7 +300,31 @@ fn set_up_user_namespace(
     if userns::needs_idmapped_mounts(euid) {
         // The private dirs must belong to the id that the work dir's owner maps to.
         for dir in [session.tmp_dir(), session.home_dir()] {
-            nix::unistd::chown(&dir, Some(owner.0.into()), Some(owner.1.into()))?;
+            // Through a descriptor opened without following a symlink: a
+            // link put in place of the dir must not hand a host file over.
+            let fd = nix::fcntl::open(
+                &dir,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_NOFOLLOW
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open {} ({e}): it must be a plain directory",
+                    dir.display()
+                )
+            })?;
+            nix::unistd::fchownat(
+                Some(fd),
+                "",
+                Some(owner.0.into()),
+                Some(owner.1.into()),
+                nix::unistd::FchownatFlags::AT_EMPTY_PATH,
+            )
+            .map_err(|e| anyhow!("cannot give {} to the work dir's owner: {e}", dir.display()))?;
+            let _ = nix::unistd::close(fd);
         }
         let ns = File::open(format!("/proc/{first_stage}/ns/user"))?;
         for src in idmapped_sources(session, profile, work_dir) {
@@ -412,35 +444,6 @@ pub fn spawn(conn: &UnixStream, req: &SpawnRequest, fds: &[RawFd]) -> Result<()>
 /// Whether the process in `record` is still the holder we started.
 pub fn is_alive(record: &HolderRecord) -> bool {
     procfs::start_time(record.pid).ok() == Some(record.start_time)
-}
-
-/// Stops the holders still running for a session whose metadata is lost
-/// (corrupt or missing), found by the command line `start` gave them.
-/// Returns how many there were.
-pub fn stop_unrecorded(session: &SessionDir, control_dir: &ControlDir) -> Result<usize> {
-    let mut prefix = b"/proc/self/exe\0__holder\0".to_vec();
-    prefix.extend_from_slice(session.id.as_str().as_bytes());
-    prefix.push(0);
-    let pids = procfs::with_cmdline_prefix(&prefix);
-    for &pid in &pids {
-        let Ok(start_time) = procfs::start_time(pid) else {
-            continue;
-        };
-        // Not knowing whether it is jailed, kill its subtree first as for an
-        // unjailed holder; that is also right for a jailed one.
-        let record = HolderRecord {
-            pid,
-            start_time,
-            jailed: false,
-            cgroups: Vec::new(),
-        };
-        stop(control_dir, &record)?;
-    }
-    cgroup::remove(&cgroup::possible_dirs(
-        &cgroup::Hierarchies::of_self(),
-        session.id.as_str(),
-    ));
-    Ok(pids.len())
 }
 
 /// Kills every process of the session and its holder, and waits until they are gone.

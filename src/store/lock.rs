@@ -29,8 +29,16 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            // A lock is never taken through a symlink (it would create or
+            // open whatever the link names), nor on a FIFO or device.
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
         loop {
             // SAFETY: flock on a file descriptor we own; no memory is involved.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

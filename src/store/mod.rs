@@ -120,6 +120,14 @@ impl Store {
         bail!("could not find an unused session id")
     }
 
+    /// Whether a removal killed halfway left something behind.
+    pub fn has_removals(&self) -> bool {
+        fs::read_dir(&self.root).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(REMOVING_PREFIX))
+        })
+    }
+
     /// Removes what removals killed halfway left behind.
     pub fn finish_removals(&self) -> Vec<String> {
         let mut failures = Vec::new();
@@ -359,7 +367,10 @@ pub fn open_session(sessions_dir: &Path, id: &SessionId) -> Result<Opened> {
             session.dir.display()
         );
     };
-    let sessions_ok = trusted::FileId::stat(&store.root).ok() == Some(anchor.sessions_dir_id);
+    // Same directory, at the same path: a moved sessions dir no longer lies
+    // where the layout check of later starts looks for it.
+    let sessions_ok = trusted::FileId::stat(&store.root).ok() == Some(anchor.sessions_dir_id)
+        && store.root == anchor.sessions_dir;
     let session_ok = trusted::FileId::lstat(&session.dir).ok() == Some(anchor.session_dir_id);
     if anchor.session_id != id.as_str() || !sessions_ok || !session_ok {
         bail!(
@@ -435,34 +446,69 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Gives the owner rwx on every directory below `dir` (not through symlinks).
+/// Gives the owner rwx on every directory below `dir`, walking by
+/// descriptors (`openat` relative to the parent, never following a symlink)
+/// so that a directory swapped for a link mid-walk cannot turn the walk, or
+/// the chmod, onto another tree. Stops at [`MAX_OPEN_UP_DEPTH`]: deeper than
+/// that, the removal fails and says so.
 fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = fs::symlink_metadata(dir) else {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };
-    if !meta.is_dir() {
+    if let Ok(parent) = open_dir_at(None, parent, libc::O_PATH) {
+        open_up_at(&parent, Path::new(name), 0);
+    }
+}
+
+const MAX_OPEN_UP_DEPTH: usize = 256;
+
+/// Opens directory `name` relative to the directory `parent` is open on (or
+/// a plain path when `None`) without following a symlink in `name`: the
+/// parent is reached through its descriptor's `/proc/self/fd` link, which
+/// names exactly that directory whatever has been renamed since.
+fn open_dir_at(parent: Option<&fs::File>, name: &Path, flags: i32) -> io::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = match parent {
+        Some(p) => PathBuf::from(format!("/proc/self/fd/{}", p.as_raw_fd())).join(name),
+        None => name.to_path_buf(),
+    };
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn open_up_at(parent: &fs::File, name: &Path, depth: usize) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if depth > MAX_OPEN_UP_DEPTH || name.components().count() != 1 {
         return;
     }
-    // Through a descriptor opened without following a symlink, so a link
-    // swapped in cannot make us change the mode of something else.
-    // (An O_PATH descriptor needs no permission on the directory itself;
-    // chmod through its /proc/self/fd link acts on exactly that directory.)
-    if let Ok(f) = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir)
-    {
-        use std::os::fd::AsRawFd;
-        let link = format!("/proc/self/fd/{}", f.as_raw_fd());
-        let _ = fs::set_permissions(link, fs::Permissions::from_mode(0o700));
+    // O_PATH needs no permission on the directory itself.
+    let Ok(pinned) = open_dir_at(Some(parent), name, libc::O_PATH) else {
+        return;
+    };
+    // chmod through the descriptor's /proc link acts on exactly that directory.
+    let link = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    let _ = fs::set_permissions(&link, fs::Permissions::from_mode(0o700));
+    let Ok(readable) = open_dir_at(Some(parent), name, 0) else {
+        return;
+    };
+    // The same directory both times, or it was swapped in between.
+    match (pinned.metadata(), readable.metadata()) {
+        (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => {}
+        _ => return,
     }
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                open_up(&e.path());
-            }
-        }
+    let Ok(entries) = fs::read_dir(format!("/proc/self/fd/{}", readable.as_raw_fd())) else {
+        return;
+    };
+    let names: Vec<std::ffi::OsString> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    for n in names {
+        open_up_at(&readable, Path::new(&n), depth + 1);
     }
 }
 

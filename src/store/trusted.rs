@@ -66,6 +66,29 @@ impl FileId {
         fs::symlink_metadata(path).map(|m| FileId::of(&m))
     }
 
+    /// Identity of `path` when no component of it is a symlink (`lstat` of
+    /// the path alone would follow links in its parents): a file reached
+    /// through a link that replaced its parent is not "at that path" for a
+    /// mount that will refuse the link.
+    pub fn no_symlink(path: &Path) -> io::Result<FileId> {
+        let mut at = PathBuf::from("/");
+        let mut last = None;
+        for c in path.components() {
+            if let std::path::Component::Normal(n) = c {
+                at.push(n);
+                let m = fs::symlink_metadata(&at)?;
+                if m.file_type().is_symlink() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is a symlink", at.display()),
+                    ));
+                }
+                last = Some(FileId::of(&m));
+            }
+        }
+        last.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a path"))
+    }
+
     /// Identity of what `path` leads to.
     pub fn stat(path: &Path) -> io::Result<FileId> {
         fs::metadata(path).map(|m| FileId::of(&m))
@@ -128,7 +151,7 @@ impl Anchor {
     /// replaced would be exposed under its new name.
     pub fn check_pins(&self) -> Result<()> {
         for root in &self.view {
-            match FileId::stat(&root.path) {
+            match FileId::no_symlink(&root.path) {
                 Ok(id) if id == root.id => {}
                 _ => bail!(
                     "{} is no longer the directory session {} was started with (moved or replaced); \
@@ -139,7 +162,7 @@ impl Anchor {
             }
         }
         for pin in &self.pins {
-            match FileId::lstat(&pin.path) {
+            match FileId::no_symlink(&pin.path) {
                 Ok(id) if id == pin.id => {}
                 _ => bail!(
                     "masked path {} was moved or replaced since session {} started, so its mask \
@@ -429,6 +452,44 @@ impl StateDir {
     pub fn lock_registry(&self) -> Result<FileLock> {
         FileLock::exclusive(&self.root.join("registry.lock"))
             .with_context(|| format!("cannot lock {}/registry.lock", self.root.display()))
+    }
+
+    fn dir_record(&self, id: FileId) -> PathBuf {
+        self.root
+            .join("dirs")
+            .join(format!("{}-{}", id.dev, id.ino))
+    }
+
+    /// Records `sessions_dir` (canonical) as one that `start` made and
+    /// checked: `list` and `cleanup` act only on recorded sessions dirs, at
+    /// their recorded path. Called under the registry lock.
+    pub fn register_sessions_dir(&self, sessions_dir: &Path) -> Result<()> {
+        let id = FileId::stat(sessions_dir)?;
+        let dirs = self.root.join("dirs");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dirs)
+            .with_context(|| format!("cannot create {}", dirs.display()))?;
+        let record = self.dir_record(id);
+        if self.is_registered(sessions_dir) {
+            return Ok(());
+        }
+        write_json_atomic(&record, &sessions_dir)
+            .with_context(|| format!("cannot write {}", record.display()))
+    }
+
+    /// Whether `sessions_dir` (canonical) is a recorded sessions dir, at the
+    /// path it was recorded with. A directory no `start` of this user made,
+    /// or one moved since, is not: a jail could have made its contents.
+    pub fn is_registered(&self, sessions_dir: &Path) -> bool {
+        let Ok(id) = FileId::stat(sessions_dir) else {
+            return false;
+        };
+        read_trusted::<PathBuf>(&self.dir_record(id))
+            .ok()
+            .flatten()
+            .is_some_and(|p| p == sessions_dir)
     }
 
     /// The trusted dir of one session (it may not exist).
@@ -767,6 +828,23 @@ mod tests {
             pins,
         };
         anchor.check_pins().unwrap();
+        // The parent swapped for a link to where it went: same file, but
+        // reached through a symlink.
+        let parent = dir.path().join("p");
+        fs::create_dir(&parent).unwrap();
+        let nested = parent.join("secret");
+        fs::create_dir(&nested).unwrap();
+        let mut with_nested = anchor.clone();
+        with_nested.pins = vec![Pin {
+            path: nested.clone(),
+            id: FileId::lstat(&nested).unwrap(),
+        }];
+        with_nested.check_pins().unwrap();
+        fs::rename(&parent, dir.path().join("p2")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("p2"), &parent).unwrap();
+        assert_eq!(FileId::lstat(&nested).ok(), Some(with_nested.pins[0].id));
+        let e = with_nested.check_pins().unwrap_err().to_string();
+        assert!(e.contains("moved or replaced"), "{e}");
         fs::rename(&secret, dir.path().join("moved")).unwrap();
         fs::create_dir(&secret).unwrap();
         let e = anchor.check_pins().unwrap_err().to_string();

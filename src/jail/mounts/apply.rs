@@ -157,7 +157,7 @@ fn run_step(
             access,
             devices,
         } => {
-            let at = inside(staging, target);
+            let at = existing(staging, target)?;
             let mut attrs = MOUNT_ATTR_NOSUID;
             if !devices {
                 attrs |= MOUNT_ATTR_NODEV;
@@ -190,7 +190,7 @@ fn run_step(
             size,
             access,
         } => {
-            mount_tmpfs(&inside(staging, target), *mode, *size, *access)
+            mount_tmpfs(&existing(staging, target)?, *mode, *size, *access)
                 .map_err(|e| step_error("cannot mount a tmpfs on", target, e))?;
         }
         Step::Proc(target) => {
@@ -301,6 +301,34 @@ fn prepare(staging: &Path, path: &Path, dir: bool) -> io::Result<PathBuf> {
                 })?;
             }
             Err(e) => return Err(step_error("cannot inspect", &jail_path(staging, &at), e)),
+        }
+    }
+    Ok(at)
+}
+
+/// The place of jail path `path` in the staging root, which must exist with
+/// no symlink anywhere on the way. Every mount lands through this: a mask
+/// whose parent the jail replaced with a symlink (after moving the masked
+/// file away with its old parent) must not follow the link and land outside
+/// the new root, leaving the file uncovered; the build fails instead.
+fn existing(staging: &Path, path: &Path) -> io::Result<PathBuf> {
+    let mut at = staging.to_path_buf();
+    for part in path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n),
+        _ => None,
+    }) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(step_error(
+                    "refusing to mount through the symlink",
+                    &jail_path(staging, &at),
+                    "a mount point must be reached through plain directories \
+                     (was a masked path's parent replaced by a link?)",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(step_error("cannot reach", &jail_path(staging, &at), e)),
         }
     }
     Ok(at)
@@ -425,6 +453,18 @@ mod tests {
             Path::new("/tmp/usr/bin")
         );
         assert_eq!(inside(Path::new("/tmp"), Path::new("/")), Path::new("/tmp"));
+    }
+
+    #[test]
+    fn mount_targets_are_reached_without_any_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path();
+        prepare(staging, Path::new("/w/real/secret"), false).unwrap();
+        assert!(existing(staging, Path::new("/w/real/secret")).is_ok());
+        std::os::unix::fs::symlink("real", staging.join("w/link")).unwrap();
+        let e = existing(staging, Path::new("/w/link/secret")).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(existing(staging, Path::new("/w/missing")).is_err());
     }
 
     #[test]
