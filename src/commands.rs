@@ -47,9 +47,17 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         // miss the other's sessions dir.
         let _registry = state_dir.lock_registry()?;
         let sessions_real = crate::store::resolve_would_be(sessions_dir)?;
-        let registry = scan_registry(&state_dir);
-        check_layout(&registry, &state_dir, &sessions_real, &work_dir, &view)
-            .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
+        let mounts = trusted::Mounts::read();
+        let registry = scan_registry(&state_dir, &mounts);
+        check_layout(
+            &registry,
+            &mounts,
+            &state_dir,
+            &sessions_real,
+            &work_dir,
+            &view,
+        )
+        .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
         let store = Store::open(sessions_dir, true)?;
         state_dir.register_sessions_dir(store.root())?;
         let session = store.create_session()?;
@@ -164,7 +172,7 @@ struct Registry {
 /// session dir is gone (deleted by hand, or the sessions dir moved) is
 /// forgotten on the way, its holder stopped if it still runs: nothing could
 /// use or end that session any more.
-fn scan_registry(state_dir: &StateDir) -> Registry {
+fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
     let mut placed: std::collections::HashMap<PathBuf, trusted::Placed> = Default::default();
     let mut reg = Registry {
         known: Vec::new(),
@@ -173,27 +181,59 @@ fn scan_registry(state_dir: &StateDir) -> Registry {
     for (control, summary) in state_dir.summaries() {
         let sessions = placed
             .entry(summary.sessions_dir.clone())
-            .or_insert_with(|| trusted::Placed::of(&summary.sessions_dir))
+            .or_insert_with(|| trusted::Placed::of(&summary.sessions_dir, mounts))
             .clone();
         let session_dir = summary.sessions_dir.join(&summary.session_id);
         if sessions.id != Some(summary.sessions_dir_id)
             || FileId::lstat(&session_dir).ok() != Some(summary.session_dir_id)
         {
-            if let Ok(Some(h)) = control.holder() {
-                let _ = jail::stop(&control, &h);
+            // Its files are no longer where the layout check can see them
+            // (moved, or deleted by hand), so its jail may now see, or be
+            // seen by, sessions dirs that nobody checks: it is ended here.
+            // A record with nothing left running is forgotten.
+            match control.holder() {
+                Ok(Some(h)) => {
+                    let _ = jail::stop(&control, &h);
+                    let _ = control.write_holder(None);
+                    let _ = control.mark_ended();
+                }
+                _ => {
+                    let _ = control.remove();
+                }
             }
-            let _ = control.remove();
             continue;
         }
         let live = !control.is_ended();
         if live {
             reg.taken_ids.extend(summary.root_jail_id);
         }
+        // Each view root where it is now, if it is still that directory;
+        // else only the identity recorded at start.
+        let view = summary
+            .view
+            .iter()
+            .map(|v| {
+                let now = placed
+                    .entry(v.path.clone())
+                    .or_insert_with(|| trusted::Placed::of(&v.path, mounts))
+                    .clone();
+                if now.id == Some(v.id) {
+                    now
+                } else {
+                    trusted::Placed {
+                        path: v.path.clone(),
+                        id: Some(v.id),
+                        ancestry: vec![v.id],
+                        loc: None,
+                    }
+                }
+            })
+            .collect();
         reg.known.push(trusted::Known {
             live,
             session_id: summary.session_id,
             sessions_dir: sessions,
-            view: summary.view.iter().map(|v| v.id).collect(),
+            view,
         });
     }
     reg
@@ -222,16 +262,20 @@ fn free_root_jail_id(reg: &Registry, id: &SessionId) -> Result<Option<u32>> {
 /// files out of every jail (see [`trusted::check_layout`]).
 fn check_layout(
     reg: &Registry,
+    mounts: &trusted::Mounts,
     state_dir: &StateDir,
     sessions_dir: &Path,
     work_dir: &Path,
     view: &[PathBuf],
 ) -> std::result::Result<(), String> {
     let candidate = trusted::Candidate {
-        sessions_dir: trusted::Placed::of(sessions_dir),
-        work_dir: trusted::Placed::of(work_dir),
-        view: view.iter().map(|p| trusted::Placed::of(p)).collect(),
-        state_dir: trusted::Placed::of(state_dir.root()),
+        sessions_dir: trusted::Placed::of(sessions_dir, mounts),
+        work_dir: trusted::Placed::of(work_dir, mounts),
+        view: view
+            .iter()
+            .map(|p| trusted::Placed::of(p, mounts))
+            .collect(),
+        state_dir: trusted::Placed::of(state_dir.root(), mounts),
     };
     trusted::check_layout(&candidate, &reg.known)
 }

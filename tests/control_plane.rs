@@ -16,11 +16,30 @@ use std::time::{Duration, Instant};
 fn run_at(cwd: &Path, sessions: Option<&Path>, args: &[&str], stdin: &[u8]) -> Run {
     let mut c = Command::new(bin());
     c.current_dir(cwd).env_remove("DELTA_SESSIONS_DIR");
+    // Tests that move dirs or mount in private namespaces keep their
+    // sessions in a state dir of their own, so that the starts of tests
+    // running beside them do not end those sessions (see scan_registry).
+    if let Some(state) = PRIVATE_STATE.with(|s| s.borrow().clone()) {
+        c.env("DELTA_SESSIONS_STATE_DIR", state);
+    }
     if let Some(s) = sessions {
         c.arg("--sessions-dir").arg(s);
     }
     c.args(args);
     run_command(c, stdin)
+}
+
+thread_local! {
+    static PRIVATE_STATE: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes this test's commands use a state dir of their own under `sb`.
+fn private_state(sb: &Sandbox) -> PathBuf {
+    let dir = sb.dir.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    PRIVATE_STATE.with(|s| *s.borrow_mut() = Some(dir.clone()));
+    dir
 }
 
 /// Ends (and removes) a session started outside the Sandbox's bookkeeping.
@@ -335,4 +354,134 @@ fn the_holders_command_line_shows_no_host_path() {
         !out.contains(sb.sessions.to_str().unwrap()),
         "cmdline shows the sessions dir: {out}"
     );
+}
+
+/// Attack review F1: the masked file's parent is moved and replaced by a
+/// symlink to where it went, so the pinned file is still "there" through
+/// the link; the rebuild must not follow it (and so lose the mask).
+#[test]
+fn a_masked_paths_parent_replaced_by_a_symlink_never_exposes_it() {
+    let sb = Sandbox::new();
+    let dir = sb.work.join("conf/secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let value = format!("secret-{}", unique_sleep_arg());
+    std::fs::write(dir.join("key"), &value).unwrap();
+    let profile = sb.dir.path().join("masked.toml");
+    std::fs::write(
+        &profile,
+        format!("[filesystem]\nmasked = [{:?}]\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    let v = sb.exec(
+        &id,
+        &format!(
+            "mv conf conf2 && ln -s {}/conf2 conf && cat conf2/secrets/key; echo end",
+            sb.work.display()
+        ),
+    );
+    assert_eq!(v["stdout"], "end\n", "{v}");
+    sb.kill_holder(&id);
+    let r = sb.run(&["exec", &id], b"cat conf2/secrets/key conf/secrets/key");
+    assert!(!r.stdout.contains(&value), "mask lost on rebuild: {r:?}");
+    r.assert_error(&["masked path"]);
+}
+
+/// Attack review F3: `list` and `cleanup` in a directory that a jail
+/// writes (here the work dir's `.sessions` of a session kept elsewhere) do
+/// not report or act on what the jail planted there.
+#[test]
+fn list_and_cleanup_refuse_a_sessions_dir_no_start_made() {
+    let sb = Sandbox::new();
+    let elsewhere = sb.dir.path().join("real");
+    let (id, _guard) = start_at(&sb.work, Some(&elsewhere), &[]);
+    let target = sb.dir.path().join("ROOT-CREATED");
+    let v = exec_at(
+        &sb.work,
+        Some(&elsewhere),
+        &id,
+        &format!(
+            "mkdir -p .sessions/sess_aaaaaaaaaaaa && touch -d 2020-01-01 .sessions/sess_aaaaaaaaaaaa && \
+             ln -s {} .sessions/sess_aaaaaaaaaaaa/meta.lock && \
+             echo '{{\"session_id\":\"sess_aaaaaaaaaaaa\",\"status\":\"terminated\"}}' > .sessions/sess_aaaaaaaaaaaa/metadata.json && echo ok",
+            target.display()
+        ),
+    );
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+    for cmd in ["list", "cleanup"] {
+        run_at(&sb.work, None, &[cmd], b"").assert_error(&["not a sessions dir"]);
+    }
+    assert!(
+        !target.exists(),
+        "a lock was taken through the jail's symlink"
+    );
+    assert!(sb.work.join(".sessions/sess_aaaaaaaaaaaa").exists());
+}
+
+/// Attack review F5: a sessions dir moved away no longer lies where the
+/// layout check looks for it, so it is refused, not used.
+#[test]
+fn a_moved_sessions_dir_is_refused() {
+    let sb = Sandbox::new();
+    private_state(&sb);
+    let proj = sb.work.join("proj");
+    std::fs::create_dir(&proj).unwrap();
+    let (id, _guard) = start_at(&proj, None, &[]);
+    let moved = sb.work.join("proj.old");
+    std::fs::rename(&proj, &moved).unwrap();
+    let r = run_at(&moved, None, &["exec", &id], b"echo hi");
+    r.assert_error(&[&id, "not the directory"]);
+    std::fs::rename(&moved, &proj).unwrap();
+    assert_eq!(exec_at(&proj, None, &id, "echo back")["stdout"], "back\n");
+}
+
+/// Attack review F4 (root: needs a bind mount): a bind mount of a
+/// subdirectory of a work dir shows a sessions dir under a second path,
+/// whose own ancestors do not include the work dir. Run in a private mount
+/// namespace so nothing leaks onto the host.
+#[test]
+fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: bind mounts need root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = private_state(&sb);
+    let root = sb.dir.path();
+    std::fs::create_dir_all(sb.work.join("sub")).unwrap();
+    std::fs::create_dir_all(root.join("alias")).unwrap();
+    std::fs::create_dir_all(root.join("wb")).unwrap();
+    let script = format!(
+        "set -u; mount --bind {w}/sub {r}/alias || exit 99; cd {w}; \
+         a=$({b} start | sed 's/.*\"session_id\":\"\\([^\"]*\\)\".*/\\1/'); \
+         {b} start --work-dir {r}/wb --sessions-dir {r}/alias/.sessions 2>&1; echo \"rc=$?\"; \
+         {b} end \"$a\" --remove >/dev/null; \
+         cd {r}; {b} start --work-dir {r}/wb --sessions-dir {r}/alias/.sessions 2>&1 >/dev/null && echo second-started; \
+         {b} start --work-dir {w} --sessions-dir {r}/other 2>&1; echo \"rc=$?\"; \
+         for s in $(ls {r}/alias/.sessions 2>/dev/null); do {b} end $s --remove --sessions-dir {r}/alias/.sessions >/dev/null; done; \
+         for s in $(ls {r}/other 2>/dev/null | grep sess_); do {b} end $s --remove --sessions-dir {r}/other >/dev/null; done",
+        w = sb.work.display(),
+        r = root.display(),
+        b = bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("DELTA_SESSIONS_DIR")
+        .env("DELTA_SESSIONS_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 4, "{text}");
+    assert!(
+        lines[0].starts_with("Error: ") && lines[0].contains("sess_"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "rc=1", "{text}");
+    assert_eq!(lines[2], "second-started", "{text}");
+    assert!(
+        lines[3].starts_with("Error: ") && lines[3].contains("sess_"),
+        "{text}"
+    );
+    assert_eq!(lines[4], "rc=1", "{text}");
 }

@@ -503,3 +503,37 @@ fn proc_keys_and_kernel_internals_are_masked() {
         assert!(l.ends_with(" 0"), "not masked: {l} ({out})");
     }
 }
+
+/// Attack review: a jail with the host's network shares the host's network
+/// namespace and so its abstract Unix sockets (X11, D-Bus, container
+/// runtimes): Landlock scoping keeps them out of reach. Signals too.
+#[test]
+fn host_abstract_unix_sockets_are_unreachable_even_with_the_host_network() {
+    // SAFETY: the Landlock ABI query reads and writes no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    if abi < 6 {
+        eprintln!("skipped: no Landlock on this kernel");
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ds-test-{}", unique_sleep_arg());
+    let listener = std::os::unix::net::UnixListener::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let sb = Sandbox::new();
+    let id = sb.start(&["--profile", "network"]);
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0{name}'); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)\n"
+    );
+    let (out, err, _) = run_in(&sb, &id, &format!("python3 - <<'PY'\n{script}PY"));
+    assert_eq!(out, format!("refused {}\n", libc::EPERM), "stderr: {err}");
+    drop(listener);
+}

@@ -66,3 +66,59 @@ fn half_a_frame_on_a_live_interpreters_channel_cannot_stall_or_wedge_it() {
     assert!(t.elapsed() < Duration::from_secs(5), "wedged: {v}");
     assert_eq!(v["stdout"], "42\n", "{v}");
 }
+
+#[test]
+fn a_bash_env_that_exits_does_not_break_later_execs() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(&id, "echo 'exit 3' > /tmp/x; export BASH_ENV=/tmp/x");
+    let v = sb.exec(&id, "echo \"next $BASH_ENV\"");
+    assert_eq!(v["stdout"], "next /tmp/x\n", "{v}");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    // Programs the command starts still see it.
+    let v = sb.exec(&id, "bash -c 'echo unreachable'; echo $?");
+    assert_eq!(v["stdout"], "3\n", "{v}");
+}
+
+#[test]
+fn a_cwd_made_unenterable_falls_back_to_the_work_dir() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(&id, "mkdir /tmp/d && cd /tmp/d && chmod 000 /tmp/d");
+    let v = sb.exec(&id, "pwd");
+    assert_eq!(v["cwd_reset"], true, "{v}");
+    assert_eq!(v["stdout"], format!("{}\n", sb.work.display()), "{v}");
+}
+
+/// Attack review F6: a rebuild that cannot be done (here a read-write bind
+/// whose parent the jail replaced by a symlink, for root's idmapped mount)
+/// fails with an error, at once, and leaves the session endable; before, it
+/// hung forever holding the session's locks.
+#[test]
+fn a_rebuild_that_fails_does_not_hang_the_session() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.work.join("x/build")).unwrap();
+    let profile = sb.dir.path().join("rw.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[filesystem]\nread_write = [{:?}]\n",
+            sb.work.join("x/build").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    let v = sb.exec(&id, "mv x x2 && ln -s x2 x && echo moved");
+    assert_eq!(v["stdout"], "moved\n", "{v}");
+    sb.kill_holder(&id);
+    let t = Instant::now();
+    let r = sb.run(&["exec", &id], b"echo hi");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the rebuild hung: {r:?}"
+    );
+    r.assert_error(&[]);
+    let t = Instant::now();
+    assert_eq!(sb.end(&id).status, 0);
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

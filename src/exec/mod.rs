@@ -333,7 +333,12 @@ fn launch(
             stdin = File::open("/dev/null")?;
             let report = jail::memfd("state")?;
             let prelude = jail::memfd("prelude")?;
-            (&prelude).write_all(shell::bash_prelude(state.shell.as_ref()).as_bytes())?;
+            let text = if kind == ShellKind::Bash {
+                shell::bash_prelude(state.shell.as_ref(), &state.env)
+            } else {
+                shell::bash_prelude(state.shell.as_ref(), &Default::default())
+            };
+            (&prelude).write_all(text.as_bytes())?;
             extra.push(report.try_clone()?);
             extra.push(script);
             extra.push(prelude);
@@ -345,12 +350,15 @@ fn launch(
     keep.push(err_w.as_raw_fd());
     keep.extend(extra.iter().map(|f| f.as_raw_fd()));
 
-    let req = SpawnRequest {
+    let mut req = SpawnRequest {
         interpreter: kind.is_live(),
         output_pipes: kind == ShellKind::Node,
         prestart: kind == ShellKind::Bash && !raw,
         ..spawn_request(argv, state, anchor, timeout)
     };
+    if kind == ShellKind::Bash {
+        req.env = shell::bash_env(&state.env, &state.cwd);
+    }
     jail::spawn(conn, &req, &keep)?;
     Ok(Launched {
         stdout: out_r,
@@ -399,6 +407,7 @@ pub fn first_prestart(command: &[String], state: &State, anchor: &Anchor) -> Opt
     (kind == ShellKind::Bash).then(|| SpawnRequest {
         prestart: true,
         prestart_only: true,
+        env: shell::bash_env(&state.env, &state.cwd),
         ..spawn_request(
             shell_argv(&command[0], shell::BASH_WRAPPER),
             state,

@@ -133,12 +133,33 @@ printf 'DS1\0%s\0%s\0\0\0' "$__ds_rc" "$PWD" >&3
 exec env -0 >&3
 "#;
 
-/// The text sourced before a bash command: the functions and aliases it left.
-pub fn bash_prelude(shell: Option<&ShellState>) -> String {
-    match shell {
+/// The text sourced before a bash command: the functions and aliases it
+/// left, and `BASH_ENV` (see [`bash_env`]).
+pub fn bash_prelude(shell: Option<&ShellState>, env: &BTreeMap<String, String>) -> String {
+    let mut text = match shell {
         None => String::new(),
         Some(s) => format!("{}\n{}\n", s.functions, s.aliases),
+    };
+    if let Some(v) = env.get("BASH_ENV") {
+        text.push_str(&format!("builtin export BASH_ENV={}\n", single_quoted(v)));
     }
+    text
+}
+
+/// The process environment of a bash session's shell: [`shell_env`]
+/// without `BASH_ENV`, which a non-interactive bash sources before anything
+/// else: a command that exported one that exits or fails would make every
+/// later exec do the same. The prelude exports it again, so the command and
+/// the programs it starts see it as set.
+pub fn bash_env(env: &BTreeMap<String, String>, cwd: &Path) -> Vec<String> {
+    let mut list = shell_env(env, cwd);
+    list.retain(|e| !e.starts_with("BASH_ENV="));
+    list
+}
+
+/// `text` as one single-quoted shell word.
+fn single_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The environment a shell of the session starts with: the saved variables,
@@ -195,9 +216,9 @@ pub fn next_bash_start(
 ) -> (Vec<String>, PathBuf, String) {
     match parse_report(report, ShellKind::Bash, true).filter(|c| replayable(&c.env).is_ok()) {
         Some(c) => (
-            shell_env(&c.env, &c.cwd),
+            bash_env(&c.env, &c.cwd),
             c.cwd.clone(),
-            bash_prelude(c.shell.as_ref()),
+            bash_prelude(c.shell.as_ref(), &c.env),
         ),
         None => (env.to_vec(), cwd.to_path_buf(), prelude.to_string()),
     }

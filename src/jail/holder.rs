@@ -246,6 +246,8 @@ fn build_jail(profile: &Profile, parts: JailParts) -> Result<()> {
     nix::unistd::sethostname(&profile.hostname).context("sethostname")?;
     super::caps::drop_all().context("cannot drop capabilities")?;
     super::seccomp::install(&filter).context("cannot install the seccomp filter")?;
+    // After the filter, which set no_new_privs.
+    super::scope::restrict().context("cannot scope the jail with Landlock")?;
     Ok(())
 }
 

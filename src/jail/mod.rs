@@ -24,6 +24,7 @@ pub mod procfs;
 pub mod protocol;
 pub mod relay;
 pub mod rlimits;
+pub mod scope;
 pub mod seccomp;
 pub mod userns;
 pub mod worker;

@@ -325,7 +325,7 @@ fn start_shell(
     let report = read_at_most(report_fd, MAX_STATE)?;
     let (env, cwd, prelude_text) =
         shell::next_bash_start(&previous.env, &previous.cwd, &prelude, &report);
-    let cwd_id = file_id(&cwd).filter(|_| cwd.is_dir())?;
+    let cwd_id = file_id(&cwd).filter(|_| worker::usable_dir(&cwd))?;
     let mut start = previous.clone();
     start.env = env;
     start.cwd = cwd;

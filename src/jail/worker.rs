@@ -95,7 +95,7 @@ fn serve(
     if req.interpreter {
         return super::live::serve(conn, holder, &req, fds);
     }
-    let cwd_reset = !Path::new(&req.cwd).is_dir();
+    let cwd_reset = !usable_dir(Path::new(&req.cwd));
     let cwd = if cwd_reset {
         &req.fallback_cwd
     } else {
@@ -231,6 +231,12 @@ impl Prepared {
             cwd: c(&cwd.to_string_lossy())?,
         })
     }
+}
+
+/// Whether the command can start in `dir`: it exists and we may enter it
+/// (a command that `chmod 000`ed its own cwd must not strand the session).
+pub(super) fn usable_dir(dir: &Path) -> bool {
+    dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
 /// Finds argv[0] on the request's PATH, as the jail sees the filesystem.

@@ -105,6 +105,95 @@ pub fn ancestry(path: &Path) -> Vec<FileId> {
         .collect()
 }
 
+/// Where a directory lies on its filesystem: the device and the path from
+/// that filesystem's root, read from `/proc/self/mountinfo`. Two host paths
+/// that show one directory (a bind mount of a subdirectory: `/mnt/alias` is
+/// `W/sub`) have the same location, so containment judged on locations sees
+/// through them, where the chain of a path's own ancestors would not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsLoc {
+    pub dev: String,
+    pub path: PathBuf,
+}
+
+impl FsLoc {
+    fn contains(&self, other: &FsLoc) -> bool {
+        self.dev == other.dev && other.path.starts_with(&self.path)
+    }
+}
+
+/// The mount table, as far as locating paths needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    /// (mount point, device, root of the mount in its filesystem), in table order.
+    entries: Vec<(PathBuf, String, PathBuf)>,
+}
+
+impl Mounts {
+    /// This process's mount table (empty if it cannot be read).
+    pub fn read() -> Mounts {
+        fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| Mounts::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// Parses `mountinfo` text: `id parent major:minor root mountpoint …`.
+    pub fn parse(text: &str) -> Mounts {
+        let entries = text
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                if f.len() < 5 {
+                    return None;
+                }
+                Some((
+                    PathBuf::from(unescape(f[4])),
+                    f[2].to_string(),
+                    PathBuf::from(unescape(f[3])),
+                ))
+            })
+            .collect();
+        Mounts { entries }
+    }
+
+    /// The location of a canonical path: on the mount with the longest
+    /// mount point that contains it (the last one listed, if stacked).
+    pub fn locate(&self, path: &Path) -> Option<FsLoc> {
+        let (mp, dev, root) = self
+            .entries
+            .iter()
+            .filter(|(mp, _, _)| path.starts_with(mp))
+            .fold(None::<&(PathBuf, String, PathBuf)>, |best, e| match best {
+                Some(b) if b.0.components().count() > e.0.components().count() => Some(b),
+                _ => Some(e),
+            })?;
+        let rest = path.strip_prefix(mp).ok()?;
+        Some(FsLoc {
+            dev: dev.clone(),
+            path: root.join(rest),
+        })
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        if b[i] == b'\\' && octal {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A host directory a jail sees (its work dir or an extra bind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewRoot {
@@ -222,21 +311,26 @@ pub struct Placed {
     pub id: Option<FileId>,
     /// Its identity and its ancestors', nearest first (see [`ancestry`]).
     pub ancestry: Vec<FileId>,
+    /// Where it lies on its filesystem (see [`FsLoc`]).
+    pub loc: Option<FsLoc>,
 }
 
 impl Placed {
-    pub fn of(path: &Path) -> Placed {
+    pub fn of(path: &Path, mounts: &Mounts) -> Placed {
         let id = FileId::stat(path).ok();
         Placed {
             path: path.to_path_buf(),
             id,
             ancestry: ancestry(path),
+            loc: mounts.locate(path),
         }
     }
 
-    /// Whether `root` is this directory or one of its ancestors.
-    fn is_within(&self, root: FileId) -> bool {
-        self.ancestry.contains(&root)
+    /// Whether `root` is this directory or one of its ancestors: by the
+    /// chain of identities, or by location on the filesystem.
+    fn is_within(&self, root: &Placed) -> bool {
+        root.id.is_some_and(|r| self.ancestry.contains(&r))
+            || matches!((&root.loc, &self.loc), (Some(r), Some(me)) if r.contains(me))
     }
 }
 
@@ -248,7 +342,7 @@ pub struct Known {
     pub sessions_dir: Placed,
     /// Its jail may run (now or after a rebuild): its view matters.
     pub live: bool,
-    pub view: Vec<FileId>,
+    pub view: Vec<Placed>,
 }
 
 /// A session about to start.
@@ -274,15 +368,18 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
     let fix = "choose a work dir and sessions dir that do not contain each other \
                (the default ./.sessions in the work dir is fine), or pass --sessions-dir";
     for root in &c.view {
-        let Some(root_id) = root.id else { continue };
-        if c.state_dir.is_within(root_id) || c.state_dir.id.is_some_and(|s| root.is_within(s)) {
+        if root.id.is_none() {
+            continue;
+        }
+        if c.state_dir.is_within(root) || (c.state_dir.id.is_some() && root.is_within(&c.state_dir))
+        {
             return Err(format!(
                 "the jail would see {}, delta-sessions' private state dir ({STATE_DIR_ENV}): \
                  choose another work dir or bind, or set {STATE_DIR_ENV} to a directory outside it",
                 c.state_dir.path.display()
             ));
         }
-        if c.sessions_dir.id.is_some_and(|s| root.is_within(s)) {
+        if c.sessions_dir.id.is_some() && root.is_within(&c.sessions_dir) {
             return Err(format!(
                 "{} lies inside the sessions dir {}, so the jail would see session files; {fix}",
                 root.path.display(),
@@ -294,7 +391,7 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
     let work_id = c.work_dir.id;
     for (i, root) in c.view.iter().enumerate() {
         let Some(root_id) = root.id else { continue };
-        if !c.sessions_dir.is_within(root_id) {
+        if !c.sessions_dir.is_within(root) {
             continue;
         }
         // Its parent's identity: the nearest existing ancestor when it is
@@ -326,8 +423,10 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
         let same_dir = c.sessions_dir.id == Some(theirs);
         if !same_dir {
             for root in &c.view {
-                let Some(root_id) = root.id else { continue };
-                if o.sessions_dir.is_within(root_id) || root.is_within(theirs) {
+                if root.id.is_none() {
+                    continue;
+                }
+                if o.sessions_dir.is_within(root) || root.is_within(&o.sessions_dir) {
                     return Err(format!(
                         "{} would show the jail the sessions dir {} of session {} (its files and \
                          its holder); {fix}, or end and remove that session first \
@@ -338,7 +437,7 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
                     ));
                 }
             }
-            if o.live && o.view.iter().any(|&w| c.sessions_dir.is_within(w)) {
+            if o.live && o.view.iter().any(|w| c.sessions_dir.is_within(w)) {
                 return Err(format!(
                     "the sessions dir {} lies inside what the jail of session {} sees, so that jail \
                      could read and change it; choose a sessions dir outside that session's work \
@@ -674,7 +773,59 @@ mod tests {
             path: PathBuf::from(path),
             id: chain.first().map(|&n| id(n)),
             ancestry: chain.iter().map(|&n| id(n)).collect(),
+            loc: None,
         }
+    }
+
+    fn located(mut p: Placed, dev: &str, path: &str) -> Placed {
+        p.loc = Some(FsLoc {
+            dev: dev.into(),
+            path: path.into(),
+        });
+        p
+    }
+
+    #[test]
+    fn mountinfo_locates_paths_through_bind_mounts() {
+        let m = Mounts::parse(
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             30 22 8:1 /srv/w/sub /mnt/alias rw - ext4 /dev/sda1 rw\n\
+             31 22 0:40 / /tmp rw - tmpfs tmpfs rw\n\
+             32 22 8:1 /srv/a\\040b /mnt/sp\\040ace rw - ext4 /dev/sda1 rw\n",
+        );
+        let loc = |p: &str| m.locate(Path::new(p)).unwrap();
+        assert_eq!(
+            loc("/mnt/alias/.sessions").path,
+            PathBuf::from("/srv/w/sub/.sessions")
+        );
+        assert_eq!(loc("/srv/w").path, PathBuf::from("/srv/w"));
+        assert!(loc("/srv/w").contains(&loc("/mnt/alias/.sessions")));
+        assert_eq!(loc("/tmp/x").dev, "0:40");
+        assert!(!loc("/srv/w").contains(&loc("/tmp/srv/w/x")));
+        assert_eq!(loc("/mnt/sp ace/z").path, PathBuf::from("/srv/a b/z"));
+    }
+
+    #[test]
+    fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_found() {
+        // /mnt/alias is a bind of /w/sub: the sessions dir /mnt/alias/.sessions
+        // has no identity of /w among its path's ancestors.
+        let other = Known {
+            session_id: "sess_eeeeeeeeeeee".into(),
+            sessions_dir: located(placed("/w/.sessions", &[3, 2, 1]), "8:1", "/w/.sessions"),
+            live: true,
+            view: vec![located(placed("/w", &[2, 1]), "8:1", "/w")],
+        };
+        let mut c = candidate(
+            located(
+                placed("/mnt/alias/.sessions", &[5, 4, 12, 1]),
+                "8:1",
+                "/w/sub/.sessions",
+            ),
+            located(placed("/wb", &[13, 1]), "8:1", "/wb"),
+        );
+        c.view = vec![c.work_dir.clone()];
+        let e = check_layout(&c, &[other]).unwrap_err();
+        assert!(e.contains("sess_eeeeeeeeeeee"), "{e}");
     }
 
     // Host: / = 1, /w = 2, /w/.sessions = 3, /w/sub = 4, /w/sub/.sessions = 5,
@@ -751,7 +902,7 @@ mod tests {
             session_id: "sess_aaaaaaaaaaaa".into(),
             sessions_dir: placed("/w/sub/.sessions", &[5, 4, 2, 1]),
             live: false,
-            view: vec![id(4)],
+            view: vec![placed("/w/sub", &[4, 2, 1])],
         };
         let c = candidate(placed("/elsewhere/s", &[7, 6, 1]), placed("/w", &[2, 1]));
         let e = check_layout(&c, std::slice::from_ref(&other)).unwrap_err();
@@ -767,7 +918,7 @@ mod tests {
             session_id: "sess_bbbbbbbbbbbb".into(),
             sessions_dir: placed("/elsewhere/s", &[7, 6, 1]),
             live: true,
-            view: vec![id(2)],
+            view: vec![placed("/w", &[2, 1])],
         };
         let c = candidate(
             placed("/w/sub/x", &[]),
@@ -796,7 +947,7 @@ mod tests {
             session_id: "sess_cccccccccccc".into(),
             sessions_dir: placed("/w/.sessions", &[3, 2, 1]),
             live: true,
-            view: vec![id(2)],
+            view: vec![placed("/w", &[2, 1])],
         };
         let c = candidate(placed("/w/.sessions", &[3, 2, 1]), placed("/w", &[2, 1]));
         assert_eq!(check_layout(&c, &[other]), Ok(()));
