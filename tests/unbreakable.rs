@@ -122,3 +122,31 @@ fn a_rebuild_that_fails_does_not_hang_the_session() {
     assert_eq!(sb.end(&id).status, 0);
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+/// Attack review F7: with the work dir below /tmp, the directories that lead
+/// to its mount point lie in the session's own /tmp; one replaced by a
+/// symlink must not make every later rebuild fail.
+#[test]
+fn a_symlink_in_the_way_of_the_work_dirs_mount_point_is_moved_aside() {
+    let sb = Sandbox::new();
+    let w = sb.work.to_str().unwrap().to_string();
+    let Some(first) = w.strip_prefix("/tmp/").and_then(|r| r.split('/').next()) else {
+        eprintln!("skipped: the work dir is not below /tmp");
+        return;
+    };
+    let first = first.to_string();
+    let id = sb.start(&[]);
+    let v = sb.exec(
+        &id,
+        &format!("cd /; mv /tmp/{first} /tmp/zz && ln -s / /tmp/{first} && echo swapped"),
+    );
+    assert_eq!(v["stdout"], "swapped\n", "{v}");
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "echo alive; ls -d /tmp/*moved-by-delta-sessions*");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert_eq!(
+        v["stdout"],
+        format!("alive\n/tmp/{first}.moved-by-delta-sessions\n"),
+        "{v}"
+    );
+}

@@ -127,7 +127,7 @@ pub fn build(plan: &Plan, sources: &[OwnedFd], premounted: &[OwnedFd]) -> io::Re
     )
     .map_err(|e| step_error("cannot mount the jail's root tmpfs on", staging, e))?;
     for step in &plan.steps {
-        run_step(step, staging, sources, premounted)?;
+        run_step(step, staging, sources, premounted, &plan.scratch)?;
     }
     pivot_into(staging)
 }
@@ -137,17 +137,19 @@ fn run_step(
     staging: &Path,
     sources: &[OwnedFd],
     premounted: &[OwnedFd],
+    scratch: &[PathBuf],
 ) -> io::Result<()> {
     match step {
         Step::Mkdir(path) => {
-            prepare(staging, path, true)?;
+            prepare(staging, path, true, scratch)?;
         }
         Step::Touch(path) => {
-            prepare(staging, path, false)?;
+            prepare(staging, path, false, scratch)?;
         }
         Step::Symlink { link, target } => {
             let parent = link.parent().unwrap_or(Path::new("/"));
-            let at = prepare(staging, parent, true)?.join(link.file_name().unwrap_or_default());
+            let at =
+                prepare(staging, parent, true, scratch)?.join(link.file_name().unwrap_or_default());
             std::os::unix::fs::symlink(target, &at)
                 .map_err(|e| step_error("cannot create the link", link, e))?;
         }
@@ -258,7 +260,11 @@ fn inside(staging: &Path, path: &Path) -> PathBuf {
 /// under the staging root, refusing to pass through any symlink: the jail's
 /// `/tmp`, `$HOME` and work dir hold files that earlier execs wrote, and a
 /// link among them must not steer a mount (or a mkdir) somewhere else.
-fn prepare(staging: &Path, path: &Path, dir: bool) -> io::Result<PathBuf> {
+///
+/// Below a `scratch` root (the session's own `/tmp` and `$HOME`), an entry in
+/// the way is renamed to `NAME.moved-by-delta-sessions[-N]` instead: it is
+/// the session's own file, and refusing would make every rebuild fail.
+fn prepare(staging: &Path, path: &Path, dir: bool, scratch: &[PathBuf]) -> io::Result<PathBuf> {
     let mut at = staging.to_path_buf();
     let parts: Vec<&std::ffi::OsStr> = path
         .components()
@@ -270,7 +276,17 @@ fn prepare(staging: &Path, path: &Path, dir: bool) -> io::Result<PathBuf> {
     for (i, part) in parts.iter().enumerate() {
         at.push(part);
         let last = i + 1 == parts.len();
-        match std::fs::symlink_metadata(&at) {
+        let in_the_way =
+            |m: &std::fs::Metadata| m.file_type().is_symlink() || ((!last || dir) && !m.is_dir());
+        let jp = jail_path(staging, &at);
+        let mut found = std::fs::symlink_metadata(&at);
+        if let Ok(m) = &found {
+            if in_the_way(m) && scratch.iter().any(|r| jp.starts_with(r) && jp != *r) {
+                move_aside(&at)?;
+                found = Err(io::ErrorKind::NotFound.into());
+            }
+        }
+        match found {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(step_error(
                     "refusing to mount through the symlink",
@@ -332,6 +348,32 @@ fn existing(staging: &Path, path: &Path) -> io::Result<PathBuf> {
         }
     }
     Ok(at)
+}
+
+/// Renames `at` to the first free `NAME.moved-by-delta-sessions[-N]` beside it.
+fn move_aside(at: &Path) -> io::Result<()> {
+    let name = at
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    for n in 0..100 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let to = at.with_file_name(format!("{name}.moved-by-delta-sessions{suffix}"));
+        if std::fs::symlink_metadata(&to).is_ok() {
+            continue;
+        }
+        return std::fs::rename(at, &to).map_err(|e| step_error("cannot move aside", at, e));
+    }
+    Err(step_error(
+        "cannot move aside",
+        at,
+        "too many moved entries",
+    ))
 }
 
 /// `at` as the jail will see it, for messages.
@@ -459,7 +501,7 @@ mod tests {
     fn mount_targets_are_reached_without_any_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path();
-        prepare(staging, Path::new("/w/real/secret"), false).unwrap();
+        prepare(staging, Path::new("/w/real/secret"), false, &[]).unwrap();
         assert!(existing(staging, Path::new("/w/real/secret")).is_ok());
         std::os::unix::fs::symlink("real", staging.join("w/link")).unwrap();
         let e = existing(staging, Path::new("/w/link/secret")).unwrap_err();
@@ -468,18 +510,44 @@ mod tests {
     }
 
     #[test]
+    fn below_the_sessions_own_dirs_an_entry_in_the_way_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path();
+        std::fs::create_dir_all(staging.join("tmp")).unwrap();
+        std::os::unix::fs::symlink("/", staging.join("tmp/w")).unwrap();
+        std::fs::write(staging.join("tmp/f"), b"x").unwrap();
+        let scratch = [PathBuf::from("/tmp")];
+        let at = prepare(staging, Path::new("/tmp/w/work"), true, &scratch).unwrap();
+        assert!(at.is_dir());
+        assert!(
+            std::fs::symlink_metadata(staging.join("tmp/w.moved-by-delta-sessions"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        prepare(staging, Path::new("/tmp/f/x"), true, &scratch).unwrap();
+        assert_eq!(
+            std::fs::read(staging.join("tmp/f.moved-by-delta-sessions")).unwrap(),
+            b"x"
+        );
+        // Elsewhere (the work dir's own tree), still refused.
+        std::os::unix::fs::symlink("/", staging.join("link")).unwrap();
+        assert!(prepare(staging, Path::new("/link/x"), true, &scratch).is_err());
+    }
+
+    #[test]
     fn prepare_creates_parents_and_refuses_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path();
-        let at = prepare(staging, Path::new("/a/b/c"), true).unwrap();
+        let at = prepare(staging, Path::new("/a/b/c"), true, &[]).unwrap();
         assert!(at.is_dir());
-        let f = prepare(staging, Path::new("/a/f"), false).unwrap();
+        let f = prepare(staging, Path::new("/a/f"), false, &[]).unwrap();
         assert!(f.is_file());
         std::os::unix::fs::symlink("/etc", staging.join("a/link")).unwrap();
-        let err = prepare(staging, Path::new("/a/link/x"), true).unwrap_err();
+        let err = prepare(staging, Path::new("/a/link/x"), true, &[]).unwrap_err();
         assert!(err.to_string().contains("symlink /a/link"), "{err}");
         assert!(!Path::new("/etc/x").exists());
-        let err = prepare(staging, Path::new("/a/f/x"), true).unwrap_err();
+        let err = prepare(staging, Path::new("/a/f/x"), true, &[]).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
     }
 

@@ -201,6 +201,11 @@ pub enum Step {
 pub struct Plan {
     pub sources: Vec<HostSource>,
     pub steps: Vec<Step>,
+    /// Jail paths whose contents are the session's own scratch (`/tmp`,
+    /// `$HOME`): a mount point below them that an earlier exec replaced by a
+    /// symlink or a file is moved aside rather than refused, so that no
+    /// command can make every later rebuild of its jail fail.
+    pub scratch: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -321,6 +326,7 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
     }
     p.bind(tmp, Path::new("/tmp"), Access::ReadWrite, true);
     p.bind(home, &spec.home_target, Access::ReadWrite, true);
+    p.scratch = vec![PathBuf::from("/tmp"), spec.home_target.clone()];
     // Stable sort: among equally deep paths the profile's order stands.
     user_binds.sort_by_key(|(_, path, _)| path.components().count());
     for (origin, path, access) in &user_binds {
