@@ -59,6 +59,19 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         )
         .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
         let store = Store::open(sessions_dir, true)?;
+        // The directory made or opened must be the one just checked: a path
+        // through a symlink could be re-pointed in between.
+        let checked_id = trusted::FileId::stat(&sessions_real).ok();
+        if store.root() != sessions_real
+            || checked_id.is_some_and(|id| FileId::stat(store.root()).ok() != Some(id))
+        {
+            bail!(
+                "Cannot start a session here: the sessions dir {} changed while it was being \
+                 checked (now {}): a symlink on its path was re-pointed; use a real directory",
+                sessions_real.display(),
+                store.root().display()
+            );
+        }
         state_dir.register_sessions_dir(store.root())?;
         let session = store.create_session()?;
         let ids = (|| -> Result<_> {
@@ -213,10 +226,7 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
             .view
             .iter()
             .map(|v| {
-                let now = placed
-                    .entry(v.path.clone())
-                    .or_insert_with(|| trusted::Placed::of(&v.path, mounts))
-                    .clone();
+                let now = trusted::Placed::view_root(&v.path, mounts);
                 if now.id == Some(v.id) {
                     now
                 } else {
@@ -225,6 +235,7 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
                         id: Some(v.id),
                         ancestry: vec![v.id],
                         loc: None,
+                        inner: Vec::new(),
                     }
                 }
             })
@@ -234,6 +245,33 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
             session_id: summary.session_id,
             sessions_dir: sessions,
             view,
+        });
+    }
+    // Sessions dirs recorded by earlier starts count too, while they hold
+    // anything: `list` and `cleanup` trust what is in them. An empty one is
+    // forgotten (then they refuse it), as is one no longer at its path.
+    for (record, path, id) in state_dir.registered_dirs() {
+        if reg.known.iter().any(|k| k.sessions_dir.id == Some(id)) {
+            continue;
+        }
+        let here = FileId::stat(&path).ok() == Some(id);
+        let holds_entries = here
+            && std::fs::read_dir(&path).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("sess_") || n.starts_with(crate::store::REMOVING_PREFIX)
+                })
+            });
+        if !holds_entries {
+            let _ = std::fs::remove_file(&record);
+            continue;
+        }
+        reg.known.push(trusted::Known {
+            live: false,
+            session_id: format!("(recorded sessions dir {})", path.display()),
+            sessions_dir: trusted::Placed::of(&path, mounts),
+            view: Vec::new(),
         });
     }
     reg
@@ -437,11 +475,20 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
         return Ok(Value::Array(Vec::new()));
     }
     ensure_registered(&store, "list")?;
+    let state = StateDir::open(false)?;
     let mut out = Vec::new();
     for id in ids {
         let session = store.session(&id);
         match session.read_metadata() {
-            Ok(meta) if meta.session_id == id.as_str() => {
+            Ok(mut meta) if meta.session_id == id.as_str() => {
+                // Ended in the state dir (its files had left their place):
+                // terminated, whatever its metadata says.
+                if state
+                    .as_ref()
+                    .is_some_and(|s| s.session(id.as_str()).is_ended())
+                {
+                    meta.status = Status::Terminated;
+                }
                 if all || meta.status == Status::Active {
                     out.push(list_entry(&meta, session.counted(&meta)));
                 }

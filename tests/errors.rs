@@ -171,12 +171,26 @@ fn corrupt_metadata_json() {
     for garbage in [&b"{\"session_id\": tru"[..], b"", b"[]", b"{}", b"\xff\xfe"] {
         std::fs::write(&path, garbage).unwrap();
         expect_error(&sb, &["exec", &id], b"echo hi", &["metadata.json", &id]);
-        expect_error(&sb, &["end", &id], b"", &["metadata.json"]);
         assert_eq!(std::fs::read(&path).unwrap(), garbage, "not overwritten");
     }
-    std::fs::write(&path, saved).unwrap();
+    std::fs::write(&path, saved.clone()).unwrap();
     // Restored, the session works again.
     assert_eq!(sb.exec(&id, "echo $A")["stdout"], "1\n");
+    // `end` of a corrupt session still stops it (its holder is known from
+    // the state dir), says what is wrong, and leaves the file as it is.
+    let (pid, st) = sb.holder(&id).unwrap();
+    std::fs::write(&path, b"{}").unwrap();
+    let r = sb.run(&["end", &id], b"");
+    r.assert_error(&["metadata.json", "stopped"]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || proc_start_time(pid)
+            != Some(st)),
+        "the corrupt session's holder still runs"
+    );
+    std::fs::write(&path, saved).unwrap();
+    sb.run(&["exec", &id], b"echo hi")
+        .assert_error(&[&id, "ended"]);
 }
 
 #[test]

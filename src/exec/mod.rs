@@ -80,13 +80,13 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     let opened = crate::store::open_session(sessions_dir, id)?;
     let session = &opened.session;
     let meta = session.read_metadata()?;
-    ensure_active(&meta, id)?;
+    ensure_active(&meta, id, &opened.control)?;
     let command = input::read_command(opts.command.clone())?;
 
     let _exec_lock = session.lock_exec()?;
     // Re-read under the lock: an `end` may have happened while we waited.
     let meta = session.read_metadata()?;
-    ensure_active(&meta, id)?;
+    ensure_active(&meta, id, &opened.control)?;
     // The profile given at start, from the trusted record: profile.json is
     // only the readable copy.
     let profile: &Profile = &opened.anchor.profile;
@@ -219,7 +219,17 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     })
 }
 
-fn ensure_active(meta: &Metadata, id: &SessionId) -> Result<()> {
+/// Active by its metadata *and* not ended in the state dir (a session whose
+/// files left their recorded place is ended there, whatever its metadata
+/// says once they are back).
+fn ensure_active(
+    meta: &Metadata,
+    id: &SessionId,
+    control: &crate::store::ControlDir,
+) -> Result<()> {
+    if control.is_ended() {
+        bail!("Session {id} has ended; start a new session");
+    }
     if meta.status != Status::Active {
         bail!(
             "Session {id} has ended (status {}); start a new session",
@@ -238,7 +248,7 @@ fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool
     }
     let _meta_lock = session.lock_metadata()?;
     let mut meta = session.read_metadata()?;
-    ensure_active(&meta, &session.id)?;
+    ensure_active(&meta, &session.id, control)?;
     if let Some(old) = control.holder()? {
         // A holder that lost its socket but still runs must not linger.
         jail::stop(control, &old)?;

@@ -133,27 +133,40 @@ printf 'DS1\0%s\0%s\0\0\0' "$__ds_rc" "$PWD" >&3
 exec env -0 >&3
 "#;
 
+/// Variables that act on a program before its first line runs: bash reads
+/// `BASH_ENV` before anything else, and the dynamic loader honours the `LD_*`
+/// ones before `main`. Exported by a command, any of them could make every
+/// later shell of the session die before it runs a command (a `BASH_ENV`
+/// that exits, an `LD_PRELOAD` library that exits, an `LD_LIBRARY_PATH` with
+/// a broken `libc.so.6`), and nothing could undo it. So the session's own
+/// shell starts without them and its prelude exports them again: the
+/// command and the programs it starts see them as set.
+pub const SHELL_START_VARS: &[&str] = &["BASH_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"];
+
 /// The text sourced before a bash command: the functions and aliases it
-/// left, and `BASH_ENV` (see [`bash_env`]).
+/// left, and the variables of [`SHELL_START_VARS`] it exported.
 pub fn bash_prelude(shell: Option<&ShellState>, env: &BTreeMap<String, String>) -> String {
     let mut text = match shell {
         None => String::new(),
         Some(s) => format!("{}\n{}\n", s.functions, s.aliases),
     };
-    if let Some(v) = env.get("BASH_ENV") {
-        text.push_str(&format!("builtin export BASH_ENV={}\n", single_quoted(v)));
+    for name in SHELL_START_VARS {
+        if let Some(v) = env.get(*name) {
+            text.push_str(&format!("builtin export {name}={}\n", single_quoted(v)));
+        }
     }
     text
 }
 
 /// The process environment of a bash session's shell: [`shell_env`]
-/// without `BASH_ENV`, which a non-interactive bash sources before anything
-/// else: a command that exported one that exits or fails would make every
-/// later exec do the same. The prelude exports it again, so the command and
-/// the programs it starts see it as set.
+/// without [`SHELL_START_VARS`].
 pub fn bash_env(env: &BTreeMap<String, String>, cwd: &Path) -> Vec<String> {
     let mut list = shell_env(env, cwd);
-    list.retain(|e| !e.starts_with("BASH_ENV="));
+    list.retain(|e| {
+        !SHELL_START_VARS
+            .iter()
+            .any(|n| e.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
+    });
     list
 }
 

@@ -152,6 +152,11 @@ impl Store {
             .with_context(|| format!("cannot read sessions directory {}", self.root.display()))?;
         for entry in entries {
             let entry = entry?;
+            // A session is a real directory: a symlink with a session's name
+            // is nobody's session, and is never followed.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             if let Some(name) = entry.file_name().to_str() {
                 if SessionId::is_valid(name) {
                     ids.push(SessionId::parse(name).map_err(|e| anyhow!(e))?);
@@ -315,7 +320,13 @@ impl SessionDir {
         };
         let extra = (|| -> io::Result<u64> {
             use std::io::{Read, Seek, SeekFrom};
-            let mut f = fs::File::open(self.history_path())?;
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(self.history_path())?;
+            if !f.metadata()?.is_file() {
+                return Ok(0);
+            }
             let size = f.metadata()?.len();
             if size <= counted {
                 return Ok(0);
@@ -455,12 +466,27 @@ fn open_up(dir: &Path) {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };
+    raise_open_files_limit();
     if let Ok(parent) = open_dir_at(None, parent, libc::O_PATH) {
         open_up_at(&parent, Path::new(name), 0);
     }
 }
 
-const MAX_OPEN_UP_DEPTH: usize = 256;
+/// Deep enough for any tree a person makes; each level holds one
+/// descriptor while below it (the soft open-files limit is raised for it).
+const MAX_OPEN_UP_DEPTH: usize = 4096;
+
+/// Raises the soft limit of open files to the hard one (at most 65536), so
+/// that a deep tree can be walked one descriptor per level.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
 
 /// Opens directory `name` relative to the directory `parent` is open on (or
 /// a plain path when `None`) without following a symlink in `name`: the
@@ -499,6 +525,7 @@ fn open_up_at(parent: &fs::File, name: &Path, depth: usize) {
         (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => {}
         _ => return,
     }
+    drop(pinned);
     let Ok(entries) = fs::read_dir(format!("/proc/self/fd/{}", readable.as_raw_fd())) else {
         return;
     };

@@ -156,6 +156,19 @@ impl Mounts {
         Mounts { entries }
     }
 
+    /// Where the mounts strictly below `path` come from (their device and
+    /// the path of their root in its filesystem).
+    pub fn below(&self, path: &Path) -> Vec<FsLoc> {
+        self.entries
+            .iter()
+            .filter(|(mp, _, _)| mp.starts_with(path) && mp != path)
+            .map(|(_, dev, root)| FsLoc {
+                dev: dev.clone(),
+                path: root.clone(),
+            })
+            .collect()
+    }
+
     /// The location of a canonical path: on the mount with the longest
     /// mount point that contains it (the last one listed, if stacked).
     pub fn locate(&self, path: &Path) -> Option<FsLoc> {
@@ -313,6 +326,9 @@ pub struct Placed {
     pub ancestry: Vec<FileId>,
     /// Where it lies on its filesystem (see [`FsLoc`]).
     pub loc: Option<FsLoc>,
+    /// View roots only: where the mounts below it come from. A jail gets a
+    /// view root with its submounts, so what they show is in its view too.
+    pub inner: Vec<FsLoc>,
 }
 
 impl Placed {
@@ -323,7 +339,30 @@ impl Placed {
             id,
             ancestry: ancestry(path),
             loc: mounts.locate(path),
+            inner: Vec::new(),
         }
+    }
+
+    /// A directory a jail sees, with the sources of the mounts below it.
+    pub fn view_root(path: &Path, mounts: &Mounts) -> Placed {
+        Placed {
+            inner: mounts.below(path),
+            ..Placed::of(path, mounts)
+        }
+    }
+
+    /// Whether a jail that sees this view root sees `target`, or part of
+    /// it: one lies in the other, or a mount below this root shows it.
+    fn sees(&self, target: &Placed) -> bool {
+        target.is_within(self)
+            || (target.id.is_some() && self.is_within(target))
+            || self.shows(target)
+    }
+
+    /// Whether a mount below this view root shows `target` or part of it.
+    fn shows(&self, target: &Placed) -> bool {
+        let Some(t) = &target.loc else { return false };
+        self.inner.iter().any(|m| m.contains(t) || t.contains(m))
     }
 
     /// Whether `root` is this directory or one of its ancestors: by the
@@ -371,12 +410,18 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
         if root.id.is_none() {
             continue;
         }
-        if c.state_dir.is_within(root) || (c.state_dir.id.is_some() && root.is_within(&c.state_dir))
-        {
+        if root.sees(&c.state_dir) {
             return Err(format!(
                 "the jail would see {}, delta-sessions' private state dir ({STATE_DIR_ENV}): \
                  choose another work dir or bind, or set {STATE_DIR_ENV} to a directory outside it",
                 c.state_dir.path.display()
+            ));
+        }
+        if root.shows(&c.sessions_dir) && !c.sessions_dir.is_within(root) {
+            return Err(format!(
+                "a mount inside {} shows the sessions dir {} to the jail; {fix}",
+                root.path.display(),
+                c.sessions_dir.path.display()
             ));
         }
         if c.sessions_dir.id.is_some() && root.is_within(&c.sessions_dir) {
@@ -426,7 +471,7 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
                 if root.id.is_none() {
                     continue;
                 }
-                if o.sessions_dir.is_within(root) || root.is_within(&o.sessions_dir) {
+                if root.sees(&o.sessions_dir) {
                     return Err(format!(
                         "{} would show the jail the sessions dir {} of session {} (its files and \
                          its holder); {fix}, or end and remove that session first \
@@ -437,7 +482,20 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
                     ));
                 }
             }
-            if o.live && o.view.iter().any(|w| c.sessions_dir.is_within(w)) {
+            if c.sessions_dir.is_within(&o.sessions_dir) || c.state_dir.is_within(&o.sessions_dir) {
+                return Err(format!(
+                    "{} lies inside the sessions dir {} of session {} (in its private /tmp or \
+                     $HOME, which its jail sees); choose a directory outside it",
+                    if c.sessions_dir.is_within(&o.sessions_dir) {
+                        c.sessions_dir.path.display()
+                    } else {
+                        c.state_dir.path.display()
+                    },
+                    o.sessions_dir.path.display(),
+                    o.session_id
+                ));
+            }
+            if o.live && o.view.iter().any(|w| w.sees(&c.sessions_dir)) {
                 return Err(format!(
                     "the sessions dir {} lies inside what the jail of session {} sees, so that jail \
                      could read and change it; choose a sessions dir outside that session's work \
@@ -557,6 +615,26 @@ impl StateDir {
         self.root
             .join("dirs")
             .join(format!("{}-{}", id.dev, id.ino))
+    }
+
+    /// The recorded sessions dirs: (record file, recorded path, identity).
+    pub fn registered_dirs(&self) -> Vec<(PathBuf, PathBuf, FileId)> {
+        let Ok(entries) = fs::read_dir(self.root.join("dirs")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (dev, ino) = name.split_once('-')?;
+                let id = FileId {
+                    dev: dev.parse().ok()?,
+                    ino: ino.parse().ok()?,
+                };
+                let path = read_trusted::<PathBuf>(&e.path()).ok()??;
+                Some((e.path(), path, id))
+            })
+            .collect()
     }
 
     /// Records `sessions_dir` (canonical) as one that `start` made and
@@ -774,6 +852,7 @@ mod tests {
             id: chain.first().map(|&n| id(n)),
             ancestry: chain.iter().map(|&n| id(n)).collect(),
             loc: None,
+            inner: Vec::new(),
         }
     }
 
@@ -803,6 +882,50 @@ mod tests {
         assert_eq!(loc("/tmp/x").dev, "0:40");
         assert!(!loc("/srv/w").contains(&loc("/tmp/srv/w/x")));
         assert_eq!(loc("/mnt/sp ace/z").path, PathBuf::from("/srv/a b/z"));
+    }
+
+    #[test]
+    fn a_sessions_dir_shown_by_a_mount_inside_a_view_is_found() {
+        // /w/data is a bind of /shared: a jail seeing /w sees /shared/.sessions.
+        let other = Known {
+            session_id: "sess_ffffffffffff".into(),
+            sessions_dir: located(
+                placed("/shared/.sessions", &[21, 20, 1]),
+                "8:1",
+                "/shared/.sessions",
+            ),
+            live: false,
+            view: vec![],
+        };
+        let mut work = located(placed("/w", &[2, 1]), "8:1", "/w");
+        work.inner = vec![FsLoc {
+            dev: "8:1".into(),
+            path: "/shared".into(),
+        }];
+        let mut c = candidate(
+            located(placed("/w/.sessions", &[3, 2, 1]), "8:1", "/w/.sessions"),
+            work,
+        );
+        c.view = vec![c.work_dir.clone()];
+        let e = check_layout(&c, std::slice::from_ref(&other)).unwrap_err();
+        assert!(e.contains("sess_ffffffffffff"), "{e}");
+        // And its own sessions dir behind such a mount is refused too.
+        let mut c2 = c.clone();
+        c2.sessions_dir = other.sessions_dir.clone();
+        assert!(check_layout(&c2, &[]).is_err());
+        // The other way: a live jail whose work dir has that mount.
+        let live = Known {
+            session_id: "sess_999999999999".into(),
+            sessions_dir: located(placed("/w/.sessions", &[3, 2, 1]), "8:1", "/w/.sessions"),
+            live: true,
+            view: vec![c.work_dir.clone()],
+        };
+        let c3 = candidate(
+            other.sessions_dir.clone(),
+            located(placed("/wb", &[13, 1]), "8:1", "/wb"),
+        );
+        let e = check_layout(&c3, &[live]).unwrap_err();
+        assert!(e.contains("sess_999999999999"), "{e}");
     }
 
     #[test]

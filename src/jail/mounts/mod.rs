@@ -5,4 +5,4 @@ pub mod apply;
 pub mod plan;
 
 pub use apply::{build, make_private, open_sources};
-pub use plan::{plan, Plan, RealHost, RootfsSpec};
+pub use plan::{plan, Plan, RealHost, RootfsSpec, SYSTEM_PATHS};
