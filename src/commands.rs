@@ -306,12 +306,20 @@ fn check_layout(
     work_dir: &Path,
     view: &[PathBuf],
 ) -> std::result::Result<(), String> {
+    // The jail sees the system directories too (read-only: enough to read
+    // a session's files or connect to a holder's socket).
+    let system = jail::mounts::SYSTEM_PATHS
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.is_dir() && !p.is_symlink());
     let candidate = trusted::Candidate {
         sessions_dir: trusted::Placed::of(sessions_dir, mounts),
         work_dir: trusted::Placed::of(work_dir, mounts),
         view: view
             .iter()
-            .map(|p| trusted::Placed::of(p, mounts))
+            .map(PathBuf::as_path)
+            .chain(system)
+            .map(|p| trusted::Placed::view_root(p, mounts))
             .collect(),
         state_dir: trusted::Placed::of(state_dir.root(), mounts),
     };

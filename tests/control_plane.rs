@@ -485,3 +485,115 @@ fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_refused() {
     );
     assert_eq!(lines[4], "rc=1", "{text}");
 }
+
+/// Second review NEW-3: moved away, a start over its parent ends it; moved
+/// back, it stays ended (another jail may have written its files meanwhile).
+#[test]
+fn a_session_ended_while_moved_stays_ended_when_moved_back() {
+    let sb = Sandbox::new();
+    private_state(&sb);
+    let proj = sb.work.join("proj");
+    std::fs::create_dir(&proj).unwrap();
+    let (id, _guard) = start_at(&proj, None, &[]);
+    let moved = sb.work.join("proj.old");
+    std::fs::rename(&proj, &moved).unwrap();
+    let (_c, _g2) = start_at(&sb.work, Some(&sb.dir.path().join("c")), &[]);
+    std::fs::rename(&moved, &proj).unwrap();
+    run_at(&proj, None, &["exec", &id], b"echo hi").assert_error(&[&id, "ended"]);
+    // Its sessions dir is no longer trusted either.
+    run_at(&proj, None, &["list", "--all"], b"").assert_error(&["not a sessions dir"]);
+}
+
+/// Second review NEW-1: a mount inside a work dir shows another session's
+/// sessions dir (a shared volume mounted into a project): refused in both
+/// orders. Root only (bind mounts), in a private mount namespace.
+#[test]
+fn a_sessions_dir_shown_by_a_mount_inside_the_work_dir_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: bind mounts need root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = private_state(&sb);
+    let r = sb.dir.path();
+    for d in ["shared", "wb", "work/data"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let script = format!(
+        "mount --bind {r}/shared {r}/work/data || exit 99; cd {r}/work; \
+         {b} start >/dev/null 2>&1 && echo a-started; \
+         cd {r}; {b} start --work-dir {r}/wb --sessions-dir {r}/shared/.sessions 2>&1 | cut -c1-7; \
+         for s in $(ls {r}/work/.sessions | grep sess_); do {b} end $s --remove --sessions-dir {r}/work/.sessions >/dev/null; done; \
+         {b} start --work-dir {r}/wb --sessions-dir {r}/shared/.sessions >/dev/null 2>&1 && echo b-started; \
+         cd {r}/work; {b} start 2>&1 | cut -c1-7; \
+         for s in $(ls {r}/shared/.sessions | grep sess_); do {b} end $s --remove --sessions-dir {r}/shared/.sessions >/dev/null; done",
+        r = r.display(),
+        b = bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("DELTA_SESSIONS_DIR")
+        .env("DELTA_SESSIONS_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a-started\nError: \nb-started\nError: \n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Second review NEW-2: every jail sees the system directories; a state dir
+/// there would put every holder's socket within reach. Root only (/opt).
+#[test]
+fn a_state_dir_in_a_system_directory_is_refused() {
+    if !is_root() || !Path::new("/opt").is_dir() {
+        eprintln!("skipped: needs root and /opt");
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = tempfile::Builder::new()
+        .prefix("ds-test-state-")
+        .tempdir_in("/opt")
+        .unwrap();
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut c = Command::new(bin());
+    c.current_dir(&sb.work)
+        .env("DELTA_SESSIONS_STATE_DIR", state.path())
+        .arg("start");
+    run_command(c, b"").assert_error(&["jail would see", "state dir"]);
+    assert!(!sb.work.join(".sessions").exists());
+}
+
+/// Second review NEW-6: a sessions dir whose sessions are all removed is no
+/// longer trusted once a later start has run; what a jail plants there is
+/// not listed or acted on.
+#[test]
+fn a_vacated_sessions_dir_is_not_trusted_any_more() {
+    let sb = Sandbox::new();
+    private_state(&sb);
+    let (first, _g) = start_at(&sb.work, None, &[]);
+    assert_eq!(
+        run_at(&sb.work, None, &["end", &first, "--remove"], b"").status,
+        0
+    );
+    let elsewhere = sb.dir.path().join("real");
+    let (id, _g2) = start_at(&sb.work, Some(&elsewhere), &[]);
+    let v = exec_at(
+        &sb.work,
+        Some(&elsewhere),
+        &id,
+        "mkdir -p .sessions/sess_bbbbbbbbbbbb && \
+         echo '{\"session_id\":\"sess_bbbbbbbbbbbb\",\"status\":\"terminated\"}' > .sessions/sess_bbbbbbbbbbbb/metadata.json && echo ok",
+    );
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+    for cmd in ["list", "cleanup"] {
+        run_at(&sb.work, None, &[cmd], b"").assert_error(&["not a sessions dir"]);
+    }
+    assert!(sb.work.join(".sessions/sess_bbbbbbbbbbbb").exists());
+}

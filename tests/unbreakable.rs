@@ -150,3 +150,35 @@ fn a_symlink_in_the_way_of_the_work_dirs_mount_point_is_moved_aside() {
         "{v}"
     );
 }
+
+/// Second review NEW-5: loader variables that break every program, the
+/// session's own shell included, are kept out of that shell's start.
+#[test]
+fn a_broken_ld_library_path_does_not_break_later_execs() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(
+        &id,
+        "mkdir -p /tmp/l && cp /bin/true /tmp/l/libc.so.6; export LD_LIBRARY_PATH=/tmp/l",
+    );
+    let v = sb.exec(&id, "echo \"still $LD_LIBRARY_PATH\"");
+    assert_eq!(v["stdout"], "still /tmp/l\n", "{v}");
+    let v = sb.exec(&id, "unset LD_LIBRARY_PATH; ls -d /");
+    assert_eq!(v["stdout"], "/\n", "{v}");
+}
+
+/// Second review NEW-7: a locked directory deep in /tmp (unprivileged
+/// callers cannot remove it without opening it up) does not stop removal.
+#[test]
+fn a_deep_locked_tree_does_not_stop_end_remove() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let v = sb.exec(
+        &id,
+        "cd /tmp && for i in $(seq 300); do mkdir a && cd a; done && mkdir x && touch x/f && chmod 000 x && echo ok",
+    );
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+    let r = sb.run(&["end", &id, "--remove"], b"");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(!sb.session_dir(&id).exists());
+}
