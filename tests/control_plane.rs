@@ -418,17 +418,35 @@ fn list_and_cleanup_refuse_a_sessions_dir_no_start_made() {
     assert!(sb.work.join(".sessions/sess_aaaaaaaaaaaa").exists());
 }
 
+/// Runs `script` with `sh` in a private mount namespace (its bind mounts
+/// never reach the host), with the state dir `state`.
+fn in_private_mount_ns(state: &Path, script: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env_remove("DELTA_SESSIONS_DIR")
+        .env("DELTA_SESSIONS_STATE_DIR", state)
+        .output()
+        .unwrap()
+}
+
+/// A session started in `work/proj` (own state dir), then `proj` renamed to
+/// `proj.old`: (id, its guard, proj, proj.old).
+fn moved_session(sb: &Sandbox) -> (String, Ended, PathBuf, PathBuf) {
+    private_state(sb);
+    let proj = sb.work.join("proj");
+    std::fs::create_dir(&proj).unwrap();
+    let (id, guard) = start_at(&proj, None, &[]);
+    let moved = sb.work.join("proj.old");
+    std::fs::rename(&proj, &moved).unwrap();
+    (id, guard, proj, moved)
+}
+
 /// Attack review F5: a sessions dir moved away no longer lies where the
 /// layout check looks for it, so it is refused, not used.
 #[test]
 fn a_moved_sessions_dir_is_refused() {
     let sb = Sandbox::new();
-    private_state(&sb);
-    let proj = sb.work.join("proj");
-    std::fs::create_dir(&proj).unwrap();
-    let (id, _guard) = start_at(&proj, None, &[]);
-    let moved = sb.work.join("proj.old");
-    std::fs::rename(&proj, &moved).unwrap();
+    let (id, _guard, proj, moved) = moved_session(&sb);
     let r = run_at(&moved, None, &["exec", &id], b"echo hi");
     r.assert_error(&[&id, "not the directory"]);
     std::fs::rename(&moved, &proj).unwrap();
@@ -464,12 +482,7 @@ fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_refused() {
         r = root.display(),
         b = bin().display()
     );
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .env_remove("DELTA_SESSIONS_DIR")
-        .env("DELTA_SESSIONS_STATE_DIR", &state)
-        .output()
-        .unwrap();
+    let out = in_private_mount_ns(&state, &script);
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 4, "{text}");
@@ -491,12 +504,7 @@ fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_refused() {
 #[test]
 fn a_session_ended_while_moved_stays_ended_when_moved_back() {
     let sb = Sandbox::new();
-    private_state(&sb);
-    let proj = sb.work.join("proj");
-    std::fs::create_dir(&proj).unwrap();
-    let (id, _guard) = start_at(&proj, None, &[]);
-    let moved = sb.work.join("proj.old");
-    std::fs::rename(&proj, &moved).unwrap();
+    let (id, _guard, proj, moved) = moved_session(&sb);
     let (_c, _g2) = start_at(&sb.work, Some(&sb.dir.path().join("c")), &[]);
     std::fs::rename(&moved, &proj).unwrap();
     run_at(&proj, None, &["exec", &id], b"echo hi").assert_error(&[&id, "ended"]);
@@ -530,12 +538,7 @@ fn a_sessions_dir_shown_by_a_mount_inside_the_work_dir_is_refused() {
         r = r.display(),
         b = bin().display()
     );
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .env_remove("DELTA_SESSIONS_DIR")
-        .env("DELTA_SESSIONS_STATE_DIR", &state)
-        .output()
-        .unwrap();
+    let out = in_private_mount_ns(&state, &script);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "a-started\nError: \nb-started\nError: \n",

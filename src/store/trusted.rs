@@ -690,25 +690,16 @@ impl StateDir {
 
     /// Every session recorded here, summarised (unreadable ones skipped).
     pub fn summaries(&self) -> Vec<(ControlDir, AnchorSummary)> {
-        let Ok(entries) = fs::read_dir(self.root.join("sessions")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                if !super::SessionId::is_valid(&name) {
-                    return None;
-                }
-                let control = self.session(&name);
-                let summary = read_trusted(&control.anchor_path()).ok()??;
-                Some((control, summary))
-            })
-            .collect()
+        self.recorded()
     }
 
     /// Every session recorded here, with its anchor (unreadable ones skipped).
     pub fn anchors(&self) -> Vec<(ControlDir, Anchor)> {
+        self.recorded()
+    }
+
+    /// Every session recorded here, with its `anchor.json` read as `T`.
+    fn recorded<T: serde::de::DeserializeOwned>(&self) -> Vec<(ControlDir, T)> {
         let Ok(entries) = fs::read_dir(self.root.join("sessions")) else {
             return Vec::new();
         };
@@ -720,8 +711,8 @@ impl StateDir {
                     return None;
                 }
                 let control = self.session(&name);
-                let anchor = control.anchor().ok()??;
-                Some((control, anchor))
+                let record = read_trusted(&control.anchor_path()).ok()??;
+                Some((control, record))
             })
             .collect()
     }

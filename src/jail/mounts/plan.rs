@@ -217,6 +217,34 @@ impl Plan {
         Origin::Host(self.sources.len() - 1)
     }
 
+    /// Covers `path`: a directory with an empty read-only tmpfs, a file with
+    /// `/dev/null` (one source, `null`, shared by all such masks). A symlink
+    /// in a read-only bind can only point somewhere the jail's own binds and
+    /// masks already decide about; a missing path needs nothing.
+    fn mask(&mut self, path: PathBuf, host: &dyn HostView, null: &mut Option<Origin>) {
+        match host.kind(&path) {
+            HostKind::Dir => self.steps.push(Step::Tmpfs {
+                target: path,
+                mode: 0o000,
+                size: MASK_TMPFS_SIZE,
+                access: Access::ReadOnly,
+            }),
+            HostKind::File => {
+                let origin = match *null {
+                    Some(o) => o,
+                    None => *null.insert(self.source(Path::new("/dev/null"), true)),
+                };
+                self.steps.push(Step::Bind {
+                    origin,
+                    target: path,
+                    access: Access::ReadOnly,
+                    devices: true,
+                });
+            }
+            HostKind::Symlink(_) | HostKind::Missing => {}
+        }
+    }
+
     fn bind(&mut self, origin: Origin, target: &Path, access: Access, is_dir: bool) {
         self.steps.push(if is_dir {
             Step::Mkdir(target.to_path_buf())
@@ -274,24 +302,7 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
     let mut null = None;
     for name in PROC_MASKED {
         let path = PathBuf::from(name);
-        match host.kind(&path) {
-            HostKind::Dir => p.steps.push(Step::Tmpfs {
-                target: path,
-                mode: 0o000,
-                size: MASK_TMPFS_SIZE,
-                access: Access::ReadOnly,
-            }),
-            HostKind::File => {
-                let origin = *null.get_or_insert_with(|| p.source(Path::new("/dev/null"), true));
-                p.steps.push(Step::Bind {
-                    origin,
-                    target: path,
-                    access: Access::ReadOnly,
-                    devices: true,
-                });
-            }
-            HostKind::Symlink(_) | HostKind::Missing => {}
-        }
+        p.mask(path, host, &mut null);
     }
     dev(&mut p);
 
@@ -355,26 +366,7 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
         if !visible(&path) {
             continue;
         }
-        match host.kind(&path) {
-            HostKind::Dir => p.steps.push(Step::Tmpfs {
-                target: path,
-                mode: 0o000,
-                size: MASK_TMPFS_SIZE,
-                access: Access::ReadOnly,
-            }),
-            HostKind::File => {
-                let origin = *null.get_or_insert_with(|| p.source(Path::new("/dev/null"), true));
-                p.steps.push(Step::Bind {
-                    origin,
-                    target: path,
-                    access: Access::ReadOnly,
-                    devices: true,
-                });
-            }
-            // A symlink in a read-only bind can only point somewhere the
-            // jail's own binds and masks already decide about.
-            HostKind::Symlink(_) | HostKind::Missing => {}
-        }
+        p.mask(path, host, &mut null);
     }
     p.steps.push(Step::ReadOnly("/".into()));
     Ok(p)
