@@ -151,7 +151,8 @@ umask; echo "flags=$-"; shopt -p; set +o
 trap -p; echo "V=${V-unset} W=${W-unset}"; echo "lineno=$LINENO shlvl=$SHLVL zero=$0 args=$#"
 dirs -p; ulimit -S -a; nice; compgen -v
 echo fds:; ls /proc/$$/fd; echo :fds; readlink /proc/$$/fd/0
-grep -E '^(Sig(Blk|Ign)|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/$$/status
+# builtins only: a forked grep could read bash's mask while bash forks it
+while IFS= read -r l; do case $l in SigBlk:*|SigIgn:*|Cap[IPEBA]??:*|NoNewPrivs:*|Seccomp:*) echo "$l";; esac; done < /proc/$$/status
 cat /proc/$$/cgroup"#;
 
 #[test]
