@@ -588,8 +588,14 @@ impl StateDir {
                 meta.mode() & 0o7777
             );
         }
-        let root = fs::canonicalize(&path)
-            .with_context(|| format!("cannot resolve state dir {}", path.display()))?;
+        // The default locations are absolute already; resolve only what
+        // the environment gave otherwise (this runs on every exec).
+        let root = if path.is_absolute() {
+            path.clone()
+        } else {
+            fs::canonicalize(&path)
+                .with_context(|| format!("cannot resolve state dir {}", path.display()))?
+        };
         if create {
             fs::DirBuilder::new()
                 .mode(0o700)
