@@ -58,10 +58,10 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             &view,
         )
         .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
-        let store = Store::open(sessions_dir, true)?;
         // The directory made or opened must be the one just checked: a path
         // through a symlink could be re-pointed in between.
         let checked_id = trusted::FileId::stat(&sessions_real).ok();
+        let store = Store::open(sessions_dir, true)?;
         if store.root() != sessions_real
             || checked_id.is_some_and(|id| FileId::stat(store.root()).ok() != Some(id))
         {
@@ -191,7 +191,10 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
         known: Vec::new(),
         taken_ids: Default::default(),
     };
-    for (control, summary) in state_dir.summaries() {
+    let summaries = state_dir.summaries();
+    let referenced: std::collections::HashSet<FileId> =
+        summaries.iter().map(|(_, s)| s.sessions_dir_id).collect();
+    for (control, summary) in summaries {
         let sessions = placed
             .entry(summary.sessions_dir.clone())
             .or_insert_with(|| trusted::Placed::of(&summary.sessions_dir, mounts))
@@ -251,7 +254,9 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
     // anything: `list` and `cleanup` trust what is in them. An empty one is
     // forgotten (then they refuse it), as is one no longer at its path.
     for (record, path, id) in state_dir.registered_dirs() {
-        if reg.known.iter().any(|k| k.sessions_dir.id == Some(id)) {
+        // Kept while any record names it (a session ended because its dir
+        // had moved must still be removable once it is back).
+        if reg.known.iter().any(|k| k.sessions_dir.id == Some(id)) || referenced.contains(&id) {
             continue;
         }
         let here = FileId::stat(&path).ok() == Some(id);
@@ -487,6 +492,15 @@ pub fn list(sessions_dir: &Path, all: bool) -> Result<Value> {
     let mut out = Vec::new();
     for id in ids {
         let session = store.session(&id);
+        // Only sessions a start recorded: an entry nobody recorded (from an
+        // older delta-sessions, or made while the dir was not trusted) is
+        // not reported as a session.
+        if !state.as_ref().is_some_and(|s| s.knows(id.as_str())) {
+            // In a recorded sessions dir only a start killed before it
+            // recorded its session leaves one: corrupt, for cleanup.
+            out.push(json!({"session_id": id.as_str(), "status": "corrupt"}));
+            continue;
+        }
         match session.read_metadata() {
             Ok(mut meta) if meta.session_id == id.as_str() => {
                 // Ended in the state dir (its files had left their place):
@@ -583,13 +597,27 @@ fn cleanup_one(
     });
     let young = age(&session.dir) < std::time::Duration::from_secs(60);
     if anchor.is_some() && !ours {
-        // Recorded for another directory: not this one's to judge.
+        // Recorded for another directory: not this cleanup's to judge.
         return Ok(false);
+    }
+    if anchor.is_none() {
+        // Nobody's: in a recorded sessions dir, only a start killed before
+        // it recorded its session leaves such a directory (start refuses to
+        // record a sessions dir that holds any). Nothing of it ever ran
+        // unrecorded, so nothing is stopped; it goes once it is old enough
+        // not to be a start in progress.
+        if young {
+            return Ok(false);
+        }
+        session.remove()?;
+        return Ok(true);
     }
     let _meta_lock = session.lock_metadata()?;
     let metadata = session.read_metadata();
     let remove = match (&metadata, &control) {
-        (Ok(meta), _) => meta.status == Status::Terminated,
+        (Ok(meta), c) => {
+            meta.status == Status::Terminated || c.as_ref().is_some_and(|c| c.is_ended())
+        }
         // Corrupt: an ended one goes now; otherwise give a start in progress
         // (no metadata yet) its time.
         (Err(_), Some(c)) if ours && c.is_ended() => true,

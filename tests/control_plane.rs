@@ -508,8 +508,13 @@ fn a_session_ended_while_moved_stays_ended_when_moved_back() {
     let (_c, _g2) = start_at(&sb.work, Some(&sb.dir.path().join("c")), &[]);
     std::fs::rename(&moved, &proj).unwrap();
     run_at(&proj, None, &["exec", &id], b"echo hi").assert_error(&[&id, "ended"]);
-    // Its sessions dir is no longer trusted either.
-    run_at(&proj, None, &["list", "--all"], b"").assert_error(&["not a sessions dir"]);
+    // Listed as ended, and cleanup removes it (third review N6).
+    let list = run_at(&proj, None, &["list", "--all"], b"").json();
+    assert_eq!(list[0]["status"], "terminated", "{list}");
+    let r = run_at(&proj, None, &["cleanup"], b"");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains(&id), "{r:?}");
+    assert!(!proj.join(".sessions").join(&id).exists());
 }
 
 /// Second review NEW-1: a mount inside a work dir shows another session's
@@ -599,4 +604,26 @@ fn a_vacated_sessions_dir_is_not_trusted_any_more() {
         run_at(&sb.work, None, &[cmd], b"").assert_error(&["not a sessions dir"]);
     }
     assert!(sb.work.join(".sessions/sess_bbbbbbbbbbbb").exists());
+}
+
+/// Third review N1: a mount inside the work dir that shows the work dir's
+/// own `.sessions` (its mask covers only that path). Root only, in a private
+/// mount namespace.
+#[test]
+fn a_mount_inside_the_work_dir_showing_its_own_sessions_dir_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: bind mounts need root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = private_state(&sb);
+    std::fs::create_dir_all(sb.work.join(".sessions")).unwrap();
+    std::fs::create_dir_all(sb.work.join("view")).unwrap();
+    let script = format!(
+        "mount --bind {w}/.sessions {w}/view || exit 99; cd {w}; {b} start 2>&1 | cut -c1-7",
+        w = sb.work.display(),
+        b = bin().display()
+    );
+    let out = in_private_mount_ns(&state, &script);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Error: \n");
 }

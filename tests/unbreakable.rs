@@ -182,3 +182,25 @@ fn a_deep_locked_tree_does_not_stop_end_remove() {
     assert_eq!(r.status, 0, "{r:?}");
     assert!(!sb.session_dir(&id).exists());
 }
+
+/// Third review N2: names the wrapper relies on, redefined by the session.
+#[test]
+fn aliases_and_functions_named_like_the_wrappers_steps_do_not_break_it() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    for define in [
+        "alias builtin='exit 7;'",
+        "exec() { exit 7; }",
+        "export LD_TRACE_LOADED_OBJECTS=1",
+        "export GLIBC_TUNABLES=glibc.rtld.optional_static_tls=99999999999",
+    ] {
+        sb.exec(&id, define);
+        let v = sb.exec(&id, "echo alive");
+        assert_eq!(v["stdout"], "alive\n", "after {define:?}: {v}");
+        let v = sb.exec(
+            &id,
+            "unalias builtin 2>/dev/null; unset LD_TRACE_LOADED_OBJECTS GLIBC_TUNABLES; echo ok",
+        );
+        assert_eq!(v["stdout"], "ok\n", "after {define:?}: {v}");
+    }
+}

@@ -107,12 +107,16 @@ macro_rules! bash_report {
 /// one builtin call (see [`bash_export`](super::bash_export)); nothing forks.
 /// Every builtin after the prelude is called through `builtin`, so that the
 /// session's own functions named `read`, `printf`, `exit`, … cannot stand in
-/// for them (`exec` cannot be: its redirections would not last).
+/// for them (`exec` cannot be: its redirections would not last, so a session
+/// function named `exec` is unset after the prelude and not kept). The
+/// command's own text is evaluated behind `\builtin`, which no alias can
+/// replace either: an alias named `builtin` must not make every later exec
+/// fail before its command runs.
 /// The command is read with the `read` builtin and run with `eval` rather than
 /// sourced, so that bash's messages say `bash: …` as for `bash -c`, not
 /// `/dev/fd/4: line 1: …`.
 pub const BASH_WRAPPER: &str = concat!(
-    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
+    r#"shopt -s expand_aliases; . /dev/fd/5; builtin unset -f exec; exec 5<&-; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "\\builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
     bash_report!()
 );
 
@@ -122,7 +126,7 @@ pub const BASH_WRAPPER: &str = concat!(
 /// ignores `TMOUT`, and `SECONDS` restarts from 0, as in a shell started for
 /// the command; the command sees the same `$_` as in [`BASH_WRAPPER`].
 pub const BASH_PRESTARTED_WRAPPER: &str = concat!(
-    r#"shopt -s expand_aliases; . /dev/fd/5; exec 5<&-; TMOUT= IFS= builtin read -r __ds_go <&6 || builtin exit 0; exec 6<&-; builtin unset __ds_go; SECONDS=0; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
+    r#"shopt -s expand_aliases; . /dev/fd/5; builtin unset -f exec; exec 5<&-; TMOUT= IFS= builtin read -r __ds_go <&6 || builtin exit 0; exec 6<&-; builtin unset __ds_go; SECONDS=0; IFS= builtin read -r -d '' __ds_cmd </dev/fd/4; exec 4<&-; builtin eval "\\builtin unset __ds_cmd; $__ds_cmd" 3>&-"#,
     bash_report!()
 );
 
@@ -141,32 +145,33 @@ exec env -0 >&3
 /// a broken `libc.so.6`), and nothing could undo it. So the session's own
 /// shell starts without them and its prelude exports them again: the
 /// command and the programs it starts see them as set.
-pub const SHELL_START_VARS: &[&str] = &["BASH_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"];
+pub const SHELL_START_VARS: &[&str] = &["BASH_ENV", "GLIBC_TUNABLES"];
+
+/// Whether `name` acts on a program before its first line runs: one of
+/// [`SHELL_START_VARS`], or any `LD_*` variable of the dynamic loader
+/// (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `LD_AUDIT`, `LD_TRACE_LOADED_OBJECTS`, …).
+pub fn acts_at_start(name: &str) -> bool {
+    name.starts_with("LD_") || SHELL_START_VARS.contains(&name)
+}
 
 /// The text sourced before a bash command: the functions and aliases it
-/// left, and the variables of [`SHELL_START_VARS`] it exported.
+/// left, and the variables it exported that [act at start](acts_at_start).
 pub fn bash_prelude(shell: Option<&ShellState>, env: &BTreeMap<String, String>) -> String {
     let mut text = match shell {
         None => String::new(),
         Some(s) => format!("{}\n{}\n", s.functions, s.aliases),
     };
-    for name in SHELL_START_VARS {
-        if let Some(v) = env.get(*name) {
-            text.push_str(&format!("builtin export {name}={}\n", single_quoted(v)));
-        }
+    for (name, v) in env.iter().filter(|(k, _)| acts_at_start(k)) {
+        text.push_str(&format!("builtin export {name}={}\n", single_quoted(v)));
     }
     text
 }
 
 /// The process environment of a bash session's shell: [`shell_env`]
-/// without [`SHELL_START_VARS`].
+/// without the variables that [act at start](acts_at_start).
 pub fn bash_env(env: &BTreeMap<String, String>, cwd: &Path) -> Vec<String> {
     let mut list = shell_env(env, cwd);
-    list.retain(|e| {
-        !SHELL_START_VARS
-            .iter()
-            .any(|n| e.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
-    });
+    list.retain(|e| !e.split_once('=').is_some_and(|(k, _)| acts_at_start(k)));
     list
 }
 

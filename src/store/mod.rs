@@ -467,14 +467,25 @@ fn open_up(dir: &Path) {
         return;
     };
     raise_open_files_limit();
-    if let Ok(parent) = open_dir_at(None, parent, libc::O_PATH) {
-        open_up_at(&parent, Path::new(name), 0);
+    let Ok(parent) = open_dir_at(None, parent, libc::O_PATH) else {
+        return;
+    };
+    let name = PathBuf::from(name);
+    // On a thread of its own with a stack for the deepest walk: the main
+    // thread's would overflow thousands of levels down.
+    let walk = std::thread::Builder::new()
+        .stack_size(OPEN_UP_STACK)
+        .spawn(move || open_up_at(&parent, &name, 0));
+    if let Ok(handle) = walk {
+        let _ = handle.join();
     }
 }
 
 /// Deep enough for any tree a person makes; each level holds one
-/// descriptor while below it (the soft open-files limit is raised for it).
-const MAX_OPEN_UP_DEPTH: usize = 4096;
+/// descriptor while below it (the soft open-files limit is raised for it)
+/// and a frame of the walk's own thread, whose stack is sized for it.
+const MAX_OPEN_UP_DEPTH: usize = 16_384;
+const OPEN_UP_STACK: usize = 256 << 20;
 
 /// Raises the soft limit of open files to the hard one (at most 65536), so
 /// that a deep tree can be walked one descriptor per level.

@@ -417,7 +417,9 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
                 c.state_dir.path.display()
             ));
         }
-        if root.shows(&c.sessions_dir) && !c.sessions_dir.is_within(root) {
+        // Even the own `W/.sessions`: its mask covers that path only, not a
+        // mount elsewhere in the view that shows the same directory.
+        if root.shows(&c.sessions_dir) {
             return Err(format!(
                 "a mount inside {} shows the sessions dir {} to the jail; {fix}",
                 root.path.display(),
@@ -658,8 +660,34 @@ impl StateDir {
         if self.is_registered(sessions_dir) {
             return Ok(());
         }
+        // A directory recorded from now on must hold only what starts
+        // record: entries already there were made by nobody this state dir
+        // knows (an older delta-sessions, or a jail that could see it while
+        // it was not in use), and would be listed and acted on as sessions.
+        let unrecorded: Vec<String> = fs::read_dir(sessions_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("sess_") && !self.knows(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !unrecorded.is_empty() {
+            bail!(
+                "the sessions dir {} holds entries that no start recorded ({}): they may come \
+                 from an older delta-sessions or from a jail that could write there; remove them, \
+                 or use another --sessions-dir",
+                sessions_dir.display(),
+                unrecorded.join(", ")
+            );
+        }
         write_json_atomic(&record, &sessions_dir)
             .with_context(|| format!("cannot write {}", record.display()))
+    }
+
+    /// Whether session `id` was recorded here by a `start`.
+    pub fn knows(&self, id: &str) -> bool {
+        self.session(id).anchor_path().exists()
     }
 
     /// Whether `sessions_dir` (canonical) is a recorded sessions dir, at the

@@ -127,7 +127,14 @@ pub fn build(plan: &Plan, sources: &[OwnedFd], premounted: &[OwnedFd]) -> io::Re
     )
     .map_err(|e| step_error("cannot mount the jail's root tmpfs on", staging, e))?;
     for step in &plan.steps {
-        run_step(step, staging, sources, premounted, &plan.scratch)?;
+        run_step(
+            step,
+            staging,
+            sources,
+            premounted,
+            &plan.scratch,
+            &plan.not_scratch,
+        )?;
     }
     pivot_into(staging)
 }
@@ -138,7 +145,13 @@ fn run_step(
     sources: &[OwnedFd],
     premounted: &[OwnedFd],
     scratch: &[PathBuf],
+    not_scratch: &[PathBuf],
 ) -> io::Result<()> {
+    let scratch = Scratch {
+        roots: scratch,
+        except: not_scratch,
+    };
+    let scratch = &scratch;
     match step {
         Step::Mkdir(path) => {
             prepare(staging, path, true, scratch)?;
@@ -264,7 +277,7 @@ fn inside(staging: &Path, path: &Path) -> PathBuf {
 /// Below a `scratch` root (the session's own `/tmp` and `$HOME`), an entry in
 /// the way is renamed to `NAME.moved-by-delta-sessions[-N]` instead: it is
 /// the session's own file, and refusing would make every rebuild fail.
-fn prepare(staging: &Path, path: &Path, dir: bool, scratch: &[PathBuf]) -> io::Result<PathBuf> {
+fn prepare(staging: &Path, path: &Path, dir: bool, scratch: &Scratch) -> io::Result<PathBuf> {
     let mut at = staging.to_path_buf();
     let parts: Vec<&std::ffi::OsStr> = path
         .components()
@@ -281,7 +294,7 @@ fn prepare(staging: &Path, path: &Path, dir: bool, scratch: &[PathBuf]) -> io::R
         let jp = jail_path(staging, &at);
         let mut found = std::fs::symlink_metadata(&at);
         if let Ok(m) = &found {
-            if in_the_way(m) && scratch.iter().any(|r| jp.starts_with(r) && jp != *r) {
+            if in_the_way(m) && scratch.holds(&jp) {
                 move_aside(&at)?;
                 found = Err(io::ErrorKind::NotFound.into());
             }
@@ -348,6 +361,22 @@ fn existing(staging: &Path, path: &Path) -> io::Result<PathBuf> {
         }
     }
     Ok(at)
+}
+
+/// Where an entry in the way of a mount point is the session's own.
+struct Scratch<'a> {
+    roots: &'a [PathBuf],
+    except: &'a [PathBuf],
+}
+
+impl Scratch<'_> {
+    /// Strictly below a scratch root, and in none of the binds made on it.
+    fn holds(&self, jail_path: &Path) -> bool {
+        self.roots
+            .iter()
+            .any(|r| jail_path.starts_with(r) && jail_path != r)
+            && !self.except.iter().any(|b| jail_path.starts_with(b))
+    }
 }
 
 /// Renames `at` to the first free `NAME.moved-by-delta-sessions[-N]` beside it.
@@ -497,11 +526,16 @@ mod tests {
         assert_eq!(inside(Path::new("/tmp"), Path::new("/")), Path::new("/tmp"));
     }
 
+    const NO_SCRATCH: Scratch<'static> = Scratch {
+        roots: &[],
+        except: &[],
+    };
+
     #[test]
     fn mount_targets_are_reached_without_any_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path();
-        prepare(staging, Path::new("/w/real/secret"), false, &[]).unwrap();
+        prepare(staging, Path::new("/w/real/secret"), false, &NO_SCRATCH).unwrap();
         assert!(existing(staging, Path::new("/w/real/secret")).is_ok());
         std::os::unix::fs::symlink("real", staging.join("w/link")).unwrap();
         let e = existing(staging, Path::new("/w/link/secret")).unwrap_err();
@@ -516,7 +550,12 @@ mod tests {
         std::fs::create_dir_all(staging.join("tmp")).unwrap();
         std::os::unix::fs::symlink("/", staging.join("tmp/w")).unwrap();
         std::fs::write(staging.join("tmp/f"), b"x").unwrap();
-        let scratch = [PathBuf::from("/tmp")];
+        let roots = [PathBuf::from("/tmp")];
+        let except = [PathBuf::from("/tmp/bound")];
+        let scratch = Scratch {
+            roots: &roots,
+            except: &except,
+        };
         let at = prepare(staging, Path::new("/tmp/w/work"), true, &scratch).unwrap();
         assert!(at.is_dir());
         assert!(
@@ -533,21 +572,25 @@ mod tests {
         // Elsewhere (the work dir's own tree), still refused.
         std::os::unix::fs::symlink("/", staging.join("link")).unwrap();
         assert!(prepare(staging, Path::new("/link/x"), true, &scratch).is_err());
+        // And so inside a bind made below /tmp (a work dir's files).
+        std::fs::create_dir_all(staging.join("tmp/bound")).unwrap();
+        std::os::unix::fs::symlink("/", staging.join("tmp/bound/l")).unwrap();
+        assert!(prepare(staging, Path::new("/tmp/bound/l/x"), true, &scratch).is_err());
     }
 
     #[test]
     fn prepare_creates_parents_and_refuses_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path();
-        let at = prepare(staging, Path::new("/a/b/c"), true, &[]).unwrap();
+        let at = prepare(staging, Path::new("/a/b/c"), true, &NO_SCRATCH).unwrap();
         assert!(at.is_dir());
-        let f = prepare(staging, Path::new("/a/f"), false, &[]).unwrap();
+        let f = prepare(staging, Path::new("/a/f"), false, &NO_SCRATCH).unwrap();
         assert!(f.is_file());
         std::os::unix::fs::symlink("/etc", staging.join("a/link")).unwrap();
-        let err = prepare(staging, Path::new("/a/link/x"), true, &[]).unwrap_err();
+        let err = prepare(staging, Path::new("/a/link/x"), true, &NO_SCRATCH).unwrap_err();
         assert!(err.to_string().contains("symlink /a/link"), "{err}");
         assert!(!Path::new("/etc/x").exists());
-        let err = prepare(staging, Path::new("/a/f/x"), true, &[]).unwrap_err();
+        let err = prepare(staging, Path::new("/a/f/x"), true, &NO_SCRATCH).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
     }
 

@@ -206,6 +206,10 @@ pub struct Plan {
     /// symlink or a file is moved aside rather than refused, so that no
     /// command can make every later rebuild of its jail fail.
     pub scratch: Vec<PathBuf>,
+    /// Bind targets below which a path is not scratch even under `/tmp` or
+    /// `$HOME` (a work dir below `/tmp` holds the user's files, not the
+    /// session's).
+    pub not_scratch: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -344,6 +348,7 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
         let is_dir = host.kind(path) != HostKind::File;
         p.bind(*origin, path, *access, is_dir);
     }
+    p.not_scratch = user_binds.iter().map(|(_, path, _)| path.clone()).collect();
 
     // Masks. A jail path shows host content only through an identity bind,
     // so that is where a hidden host path or a masked file can appear.
