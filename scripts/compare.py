@@ -19,15 +19,20 @@ def main():
     ap.add_argument("binaries", nargs="+", help="LABEL=PATH")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="ds-compare-")
-    sessions_dir = os.path.join(work, ".sessions")
     sessions = []
     cands = [("bash -c true", lambda: timed(["bash", "-c", "true"])[0])]
     try:
-        for item in a.binaries:
+        for i, item in enumerate(a.binaries):
             label, path = item.split("=", 1)
-            _, out = timed([path, "--sessions-dir", sessions_dir, "start"], cwd=work)
+            # One work dir and sessions dir per build: revisions may keep
+            # their records differently, and no jail may see another
+            # session's sessions dir.
+            own = os.path.join(work, f"b{i}")
+            os.makedirs(own)
+            sessions_dir = os.path.join(own, ".sessions")
+            _, out = timed([path, "--sessions-dir", sessions_dir, "start"], cwd=own)
             sid = json.loads(out)["session_id"]
-            sessions.append((path, sid))
+            sessions.append((path, sid, sessions_dir))
             argv = [path, "--sessions-dir", sessions_dir, "exec", sid, "true"]
             cands.append((f"exec true, {label}", lambda argv=argv: timed(argv)[0]))
         results = interleave(cands, a.rounds, warmup=10)
@@ -36,7 +41,7 @@ def main():
         for label, xs in results.items():
             print(f"  {label:40s} median {med(xs):6.2f} ms  +{med(xs) - base:5.2f} ms over bash -c true")
     finally:
-        for path, sid in sessions:
+        for path, sid, sessions_dir in sessions:
             subprocess.run([path, "--sessions-dir", sessions_dir, "end", "--remove", sid],
                            capture_output=True)
 

@@ -140,6 +140,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             profile: profile.name.clone(),
             holder: Some(holder.clone()),
             history_bytes: Some(0),
+            pending: false,
             jail_restarts: 0,
             ended_at: None,
         };

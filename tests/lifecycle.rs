@@ -92,6 +92,17 @@ fn an_exec_killed_between_its_history_line_and_its_count_still_agrees() {
     assert_eq!(sb.history(&id).len(), 3);
     assert_eq!(sb.metadata(&id)["execution_count"], 3);
     assert_eq!(count(&sb), 3);
+    // Killed after it was counted, before its line: not counted.
+    let mut c = sb.command();
+    c.args(["exec", &id])
+        .env("DELTA_SESSIONS_FAULT", "exec:before-append");
+    assert_eq!(run_command(c, b"echo four").status, -1);
+    assert_eq!(sb.history(&id).len(), 3);
+    assert_eq!(count(&sb), 3, "list counts only what history holds");
+    sb.exec(&id, "true");
+    assert_eq!(sb.history(&id).len(), 4);
+    assert_eq!(sb.metadata(&id)["execution_count"], 4);
+    assert_eq!(count(&sb), 4);
 }
 
 fn parent_of(pid: i32) -> Option<i32> {

@@ -109,6 +109,10 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
         timeout,
     )?;
     let started_at = timefmt::now_rfc3339();
+    // Counted as the command starts, so that this write overlaps with the
+    // command rather than adding to the exec's latency; the count stays
+    // pending until the history line is written (see `count_exec`).
+    let history_at = count_exec_or_kill(session, &started_at, &conn)?;
     // From here on the command runs: whatever goes wrong on our side is a
     // warning next to its result, never an error that hides what it did.
     let mut warnings: Vec<String> = Vec::new();
@@ -176,6 +180,7 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     }
     if let Err(e) = record_exec(
         session,
+        history_at,
         started_at,
         &command,
         exit_code,
@@ -627,11 +632,20 @@ fn drain(fd: &OwnedFd, buf: &mut [u8], sink: &mut Sink) -> bool {
     }
 }
 
-/// Records the exec in history.log and counts it (see
-/// [`SessionDir::record_exec`]): counted only once recorded, so the two
-/// always agree, even when an exec is killed.
+/// Counts the exec as its command starts. If that fails (a full disk), the
+/// command is stopped before it can do anything worth reporting: dropping
+/// the connection makes the worker kill what it started.
+fn count_exec_or_kill(session: &SessionDir, now: &str, conn: &UnixStream) -> Result<u64> {
+    session.count_exec(now).inspect_err(|_| {
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    })
+}
+
+/// Writes the exec's history line (see [`SessionDir::append_history`]).
+#[allow(clippy::too_many_arguments)]
 fn record_exec(
     session: &SessionDir,
+    history_at: u64,
     started_at: String,
     command: &str,
     exit_code: i32,
@@ -645,15 +659,18 @@ fn record_exec(
     while !command.is_char_boundary(cut) {
         cut -= 1;
     }
-    session.record_exec(&HistoryEntry {
-        timestamp: started_at,
-        command: command[..cut].to_string(),
-        command_truncated: truncated,
-        exit_code,
-        duration_ms: elapsed.as_millis() as u64,
-        cwd: cwd.to_path_buf(),
-        timed_out,
-    })
+    session.append_history(
+        history_at,
+        &HistoryEntry {
+            timestamp: started_at,
+            command: command[..cut].to_string(),
+            command_truncated: truncated,
+            exit_code,
+            duration_ms: elapsed.as_millis() as u64,
+            cwd: cwd.to_path_buf(),
+            timed_out,
+        },
+    )
 }
 
 fn signal_name(sig: i32) -> Option<&'static str> {

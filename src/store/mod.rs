@@ -261,83 +261,115 @@ impl SessionDir {
             .with_context(|| format!("cannot write {}", self.state_path().display()))
     }
 
-    /// Records one exec: appends its line to history.log and counts it in
-    /// metadata.json, under the metadata lock. `execution_count` always
-    /// equals the number of whole lines in history.log:
+    /// Counts an exec as it starts (so that this write overlaps with the
+    /// command), first settling the count of the execs before it. Returns
+    /// the size of history.log, where this exec's line will go.
     ///
-    /// - a line is written with one `write`; if that fails (a full disk),
-    ///   the file is cut back to where it was, so no torn line stays and the
-    ///   exec is neither logged nor counted;
-    /// - if the process dies between the append and the metadata update,
-    ///   the next record counts the line (past `history_bytes`), and cuts
-    ///   off a torn tail if one was left.
-    pub fn record_exec(&self, entry: &HistoryEntry) -> Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
+    /// `execution_count` and history.log agree after any kill: the count of
+    /// an exec is *pending* until its line is written ([`append_history`]);
+    /// settling (here, under the exec lock, so no exec of the session is
+    /// running) counts the whole lines written since the last settle, drops
+    /// a pending exec that never wrote its line (killed, or a full disk), and
+    /// cuts off a torn line. `list` reads the same way ([`counted`]).
+    ///
+    /// [`append_history`]: Self::append_history
+    /// [`counted`]: Self::counted
+    pub fn count_exec(&self, now: &str) -> Result<u64> {
         let _lock = self.lock_metadata()?;
         let mut meta = self.read_metadata()?;
+        let (lines, whole) = self.lines_past(&meta, true)?;
+        meta.execution_count = settled(&meta, lines);
+        meta.execution_count += 1;
+        meta.pending = true;
+        meta.history_bytes = Some(whole);
+        meta.last_executed_at = Some(now.to_string());
+        self.write_metadata(&meta)?;
+        Ok(whole)
+    }
+
+    /// Appends the line of the exec counted by [`count_exec`](Self::count_exec)
+    /// (`at`: the size it returned) with one `write`; on failure (a full
+    /// disk) the file is cut back to `at`, so no torn line stays, and the
+    /// next settle drops the count.
+    pub fn append_history(&self, at: u64, entry: &HistoryEntry) -> Result<()> {
+        let _lock = self.lock_metadata()?;
         let path = self.history_path();
         let mut file = fs::OpenOptions::new()
-            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let size = file.metadata()?.len();
-        let counted = meta.history_bytes.unwrap_or(size).min(size);
-        let mut end = size;
-        if size > counted {
-            let mut tail = Vec::new();
-            file.seek(SeekFrom::Start(counted))?;
-            (&mut file).take(size - counted).read_to_end(&mut tail)?;
-            let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            meta.execution_count += tail[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
-            end = counted + whole as u64;
-            if end < size {
-                file.set_len(end)
-                    .with_context(|| format!("cannot repair {}", path.display()))?;
-            }
-        }
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
+        crate::fault::point("exec:before-append");
         if let Err(e) = file.write_all(&line) {
-            let _ = file.set_len(end);
+            let _ = file.set_len(at);
             return Err(anyhow!(e)).with_context(|| format!("cannot append to {}", path.display()));
         }
         crate::fault::point("exec:after-append");
-        meta.execution_count += 1;
-        meta.history_bytes = Some(end + line.len() as u64);
-        meta.last_executed_at = Some(entry.timestamp.clone());
-        self.write_metadata(&meta)
+        Ok(())
     }
 
-    /// `execution_count` as [`record_exec`](Self::record_exec) will make it:
-    /// with the whole lines an exec killed before it counted them left.
-    pub fn counted(&self, meta: &Metadata) -> u64 {
-        let Some(counted) = meta.history_bytes else {
-            return meta.execution_count;
+    /// The whole lines of history.log past the last settle, and the size up
+    /// to the last whole line; `repair` cuts a torn tail off.
+    fn lines_past(&self, meta: &Metadata, repair: bool) -> Result<(u64, u64)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.history_path();
+        let mut file = match fs::OpenOptions::new()
+            .read(true)
+            .write(repair)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| format!("cannot open {}", path.display()))
+            }
         };
-        let extra = (|| -> io::Result<u64> {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut f = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(self.history_path())?;
-            if !f.metadata()?.is_file() {
-                return Ok(0);
-            }
-            let size = f.metadata()?.len();
-            if size <= counted {
-                return Ok(0);
-            }
-            let mut tail = Vec::new();
-            f.seek(SeekFrom::Start(counted))?;
-            f.take((size - counted).min(64 << 20))
-                .read_to_end(&mut tail)?;
-            Ok(tail.iter().filter(|&&b| b == b'\n').count() as u64)
-        })();
-        meta.execution_count + extra.unwrap_or(0)
+        let m = file.metadata()?;
+        if !m.is_file() {
+            bail!("{} is not a regular file", path.display());
+        }
+        let size = m.len();
+        let from = meta.history_bytes.unwrap_or(size).min(size);
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(from))?;
+        (&mut file)
+            .take((size - from).min(64 << 20))
+            .read_to_end(&mut tail)?;
+        let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lines = tail[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+        let end = from + whole as u64;
+        if repair && end < size {
+            file.set_len(end)
+                .with_context(|| format!("cannot repair {}", path.display()))?;
+        }
+        Ok((lines, end))
+    }
+
+    /// `execution_count` as the next settle will make it (for `list`): the
+    /// execs whose lines are in history.log.
+    pub fn counted(&self, meta: &Metadata) -> u64 {
+        if meta.history_bytes.is_none() {
+            return meta.execution_count;
+        }
+        match self.lines_past(meta, false) {
+            Ok((lines, _)) => settled(meta, lines),
+            Err(_) => meta.execution_count,
+        }
+    }
+}
+
+/// The count once `lines` whole lines past the last settle are taken in: a
+/// pending exec is already counted, and is dropped if it wrote none.
+fn settled(meta: &Metadata, lines: u64) -> u64 {
+    if meta.pending {
+        (meta.execution_count + lines).saturating_sub(1)
+    } else {
+        meta.execution_count + lines
     }
 }
 
@@ -630,43 +662,67 @@ mod tests {
             profile: "default".into(),
             holder: None,
             history_bytes: Some(0),
+            pending: false,
             jail_restarts: 0,
             ended_at: None,
         })
         .unwrap();
     }
 
+    fn lines(s: &SessionDir) -> Vec<String> {
+        fs::read_to_string(s.history_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
-    fn count_and_history_agree_after_a_kill_between_them_and_a_torn_line() {
+    fn count_and_history_agree_after_any_kill_and_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
         let s = store.create_session().unwrap();
         with_metadata(&s);
-        s.record_exec(&entry(1)).unwrap();
-        // An exec killed after its append, before it counted: a whole line
-        // past history_bytes; then a torn line (a full disk mid-write).
-        let mut line = serde_json::to_vec(&entry(2)).unwrap();
-        line.push(b'\n');
-        line.extend_from_slice(b"{\"timestamp\":\"t3\",\"comm");
+        // A whole exec.
+        let at = s.count_exec("t1").unwrap();
+        s.append_history(at, &entry(1)).unwrap();
+        let meta = s.read_metadata().unwrap();
+        assert_eq!((meta.execution_count, s.counted(&meta)), (1, 1));
+        // Counted, then killed before its line: list does not count it.
+        s.count_exec("t2").unwrap();
+        let meta = s.read_metadata().unwrap();
+        assert_eq!(s.counted(&meta), 1, "a pending exec without a line");
+        // The next settles it away, and a torn line (a full disk) goes too.
         fs::OpenOptions::new()
             .append(true)
             .open(s.history_path())
             .unwrap()
-            .write_all(&line)
+            .write_all(b"{\"timestamp\":\"t2\",\"comm")
             .unwrap();
+        let at = s.count_exec("t3").unwrap();
+        s.append_history(at, &entry(3)).unwrap();
         let meta = s.read_metadata().unwrap();
-        assert_eq!(meta.execution_count, 1);
-        assert_eq!(s.counted(&meta), 2, "list already counts the whole line");
-        s.record_exec(&entry(4)).unwrap();
-        let meta = s.read_metadata().unwrap();
-        let text = fs::read_to_string(s.history_path()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(meta.execution_count, 3, "{text}");
-        assert_eq!(lines.len(), 3, "the torn line is gone: {text}");
-        for l in lines {
-            serde_json::from_str::<HistoryEntry>(l).unwrap();
+        assert_eq!(lines(&s).len(), 2, "{:?}", lines(&s));
+        assert_eq!((meta.execution_count, s.counted(&meta)), (2, 2));
+        for l in lines(&s) {
+            serde_json::from_str::<HistoryEntry>(&l).unwrap();
         }
-        assert_eq!(meta.history_bytes, Some(text.len() as u64));
+        // Killed after its line: already in step.
+        let at = s.count_exec("t4").unwrap();
+        s.append_history(at, &entry(4)).unwrap();
+        let meta = s.read_metadata().unwrap();
+        assert_eq!(
+            (meta.execution_count, s.counted(&meta), lines(&s).len()),
+            (3, 3, 3)
+        );
+        let at = s.count_exec("t5").unwrap();
+        assert_eq!(at, fs::metadata(s.history_path()).unwrap().len());
+        s.append_history(at, &entry(5)).unwrap();
+        let meta = s.read_metadata().unwrap();
+        assert_eq!(
+            (meta.execution_count, s.counted(&meta), lines(&s).len()),
+            (4, 4, 4)
+        );
     }
 
     #[test]

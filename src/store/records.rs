@@ -50,11 +50,14 @@ pub struct Metadata {
     pub execution_count: u64,
     pub profile: String,
     pub holder: Option<HolderRecord>,
-    /// Size of history.log after the last line counted in
-    /// `execution_count`: lines past it were appended by an exec killed
-    /// before it could count them, and are counted by the next one.
+    /// Size of history.log when `execution_count` was last settled (see
+    /// `SessionDir::count_exec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_bytes: Option<u64>,
+    /// The last exec was counted when it started and its history line is
+    /// the first past `history_bytes`, once written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     /// How many times a dead jail was rebuilt by a later exec.
     #[serde(default)]
     pub jail_restarts: u64,
