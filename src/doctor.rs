@@ -77,13 +77,19 @@ fn seccomp() -> Check {
 
 fn landlock() -> Check {
     match probe::landlock_abi() {
-        Ok(v) => Check {
-            name: "landlock",
-            ok: true,
-            required: false,
-            detail: format!("ABI version {v}"),
-            fix: None,
-        },
+        Ok(v) => {
+            Check {
+                name: "landlock",
+                ok: v >= 6,
+                required: false,
+                detail: if v >= 6 {
+                    format!("ABI version {v}: jails are scoped (no host abstract Unix socket or signal)")
+                } else {
+                    format!("ABI version {v}: no scopes (ABI 6), so a jail with the host network can reach the host's abstract Unix sockets")
+                },
+                fix: (v < 6).then(|| "optional: Linux 6.12 or newer".into()),
+            }
+        }
         Err(e) => Check {
             name: "landlock",
             ok: false,
@@ -181,9 +187,46 @@ fn pidfd() -> Check {
     }
 }
 
+/// The per-user state dir (see `store::trusted`): usable, or what to do.
+fn state_dir() -> Check {
+    use crate::store::StateDir;
+    let path = StateDir::location();
+    let problem = match StateDir::open(false) {
+        Ok(Some(_)) => None,
+        // Not made yet: the first `start` makes it, if its parent allows.
+        Ok(None) => path
+            .parent()
+            .filter(|p| !p.is_dir())
+            .map(|p| format!("{} does not exist", p.display())),
+        Err(e) => Some(format!("{e:#}")),
+    };
+    Check {
+        name: "state dir",
+        ok: problem.is_none(),
+        required: true,
+        detail: match &problem {
+            None => format!("{} (only the caller may use it)", path.display()),
+            Some(why) => why.clone(),
+        },
+        fix: problem.map(|_| {
+            format!(
+                "set {} to a directory of yours with mode 700",
+                crate::store::trusted::STATE_DIR_ENV
+            )
+        }),
+    }
+}
+
 /// Prints the report; exit status 1 when a required check fails.
 pub fn run() -> i32 {
-    let checks = [user_namespaces(), seccomp(), pidfd(), landlock(), cgroups()];
+    let checks = [
+        user_namespaces(),
+        seccomp(),
+        pidfd(),
+        landlock(),
+        cgroups(),
+        state_dir(),
+    ];
     let mut failed = false;
     for c in &checks {
         let tag = if c.ok {
@@ -200,7 +243,14 @@ pub fn run() -> i32 {
         failed |= !c.ok && c.required;
     }
     if failed {
-        println!("\nThe jail cannot be built here. Fix the lines marked FAIL, or start sessions with --profile unconfined on purpose.");
+        let jail_ok = checks
+            .iter()
+            .all(|c| c.ok || !c.required || c.name == "state dir");
+        if jail_ok {
+            println!("\ndelta-sessions cannot keep sessions here. Fix the lines marked FAIL.");
+        } else {
+            println!("\nThe jail cannot be built here. Fix the lines marked FAIL, or start sessions with --profile unconfined on purpose.");
+        }
         1
     } else {
         println!("\nThis host can run delta-sessions jails.");

@@ -473,3 +473,23 @@ fn short_v_prints_the_version_and_a_missing_id_is_named() {
         sb.run(&[cmd], b"true").assert_error(&["SESSION_ID"]);
     }
 }
+
+/// `doctor` checks the state dir too: one open to others is refused by
+/// every command, so doctor says so and what to do.
+#[test]
+fn doctor_reports_an_unusable_state_dir() {
+    let sb = Sandbox::new();
+    let open = sb.dir.path().join("open-state");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut c = sb.command();
+    c.arg("doctor").env("DELTA_SESSIONS_STATE_DIR", &open);
+    let r = run_command(c, b"");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stdout.contains("FAIL state dir"), "{r:?}");
+    assert!(r.stdout.contains("DELTA_SESSIONS_STATE_DIR"), "{r:?}");
+    // And start refuses it, saying the same.
+    let mut c = sb.command();
+    c.arg("start").env("DELTA_SESSIONS_STATE_DIR", &open);
+    run_command(c, b"").assert_error(&["state dir", "closed to others"]);
+}
