@@ -175,6 +175,32 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     created
 }
 
+/// Checks the layout again before a session's jail is rebuilt: mounts and
+/// sessions made since its `start` must not have put a sessions dir or the
+/// state dir in its view (a rebuilt jail sees what is mounted now).
+pub fn recheck_layout(anchor: &trusted::Anchor) -> Result<()> {
+    let state_dir = StateDir::open(false)?.context("the state dir vanished")?;
+    let _registry = state_dir.lock_registry()?;
+    let mounts = trusted::Mounts::read();
+    let mut registry = scan_registry(&state_dir, &mounts);
+    registry.known.retain(|k| k.session_id != anchor.session_id);
+    let view: Vec<PathBuf> = anchor.view.iter().map(|v| v.path.clone()).collect();
+    check_layout(
+        &registry,
+        &mounts,
+        &state_dir,
+        &anchor.sessions_dir,
+        &anchor.work_dir,
+        &view,
+    )
+    .map_err(|e| {
+        anyhow!(
+            "refusing to rebuild the jail of session {}: {e}",
+            anchor.session_id
+        )
+    })
+}
+
 /// What `start` learns from the state dir, under the registry lock.
 struct Registry {
     known: Vec<trusted::Known>,

@@ -627,3 +627,38 @@ fn a_mount_inside_the_work_dir_showing_its_own_sessions_dir_is_refused() {
     let out = in_private_mount_ns(&state, &script);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Error: \n");
 }
+
+/// Third review: a mount made after a session started, showing another
+/// session's sessions dir in its view, is checked when its jail is rebuilt
+/// (the rebuilt jail would see it). Root only, in a private mount namespace.
+#[test]
+fn a_rebuild_checks_the_layout_again() {
+    if !is_root() {
+        eprintln!("skipped: bind mounts need root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = private_state(&sb);
+    let r = sb.dir.path();
+    for d in ["shared", "wb", "work/data"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let script = format!(
+        "cd {r}/work; a=$({b} start | sed 's/.*\"session_id\":\"\\([^\"]*\\)\".*/\\1/'); \
+         cd {r}; {b} start --work-dir {r}/wb --sessions-dir {r}/shared/.sessions >/dev/null && echo b-started; \
+         mount --bind {r}/shared {r}/work/data || exit 99; \
+         kill -9 $(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p' $DELTA_SESSIONS_STATE_DIR/sessions/$a/holder.json); sleep 0.3; \
+         cd {r}/work; echo 'echo hi' | {b} exec $a 2>&1 | cut -c1-7; \
+         {b} end $a --remove >/dev/null; \
+         for s in $(ls {r}/shared/.sessions | grep sess_); do {b} end $s --remove --sessions-dir {r}/shared/.sessions >/dev/null; done",
+        r = r.display(),
+        b = bin().display()
+    );
+    let out = in_private_mount_ns(&state, &script);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "b-started\nError: \n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

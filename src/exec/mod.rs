@@ -258,6 +258,7 @@ fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool
         // A holder that lost its socket but still runs must not linger.
         jail::stop(control, &old)?;
     }
+    crate::commands::recheck_layout(&opened.anchor)?;
     let (record, pending) = jail::start(session, control, &opened.anchor)
         .with_context(|| format!("cannot restart the jail of session {}", session.id))?;
     meta.holder = Some(record.clone());
