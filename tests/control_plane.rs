@@ -429,6 +429,22 @@ fn in_private_mount_ns(state: &Path, script: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// For the root-only mount tests: a sandbox with `shared/` (a volume),
+/// `wb/` (another work dir) and the mount point `work/data/`, and its own
+/// state dir. `None` (skipped) unless root.
+fn shared_volume_layout() -> Option<(Sandbox, PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: bind mounts need root");
+        return None;
+    }
+    let sb = Sandbox::new();
+    let state = private_state(&sb);
+    for d in ["shared", "wb", "work/data"] {
+        std::fs::create_dir_all(sb.dir.path().join(d)).unwrap();
+    }
+    Some((sb, state))
+}
+
 /// A session started in `work/proj` (own state dir), then `proj` renamed to
 /// `proj.old`: (id, its guard, proj, proj.old).
 fn moved_session(sb: &Sandbox) -> (String, Ended, PathBuf, PathBuf) {
@@ -522,16 +538,10 @@ fn a_session_ended_while_moved_stays_ended_when_moved_back() {
 /// orders. Root only (bind mounts), in a private mount namespace.
 #[test]
 fn a_sessions_dir_shown_by_a_mount_inside_the_work_dir_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: bind mounts need root");
+    let Some((sb, state)) = shared_volume_layout() else {
         return;
-    }
-    let sb = Sandbox::new();
-    let state = private_state(&sb);
+    };
     let r = sb.dir.path();
-    for d in ["shared", "wb", "work/data"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
     let script = format!(
         "mount --bind {r}/shared {r}/work/data || exit 99; cd {r}/work; \
          {b} start >/dev/null 2>&1 && echo a-started; \
@@ -633,16 +643,10 @@ fn a_mount_inside_the_work_dir_showing_its_own_sessions_dir_is_refused() {
 /// (the rebuilt jail would see it). Root only, in a private mount namespace.
 #[test]
 fn a_rebuild_checks_the_layout_again() {
-    if !is_root() {
-        eprintln!("skipped: bind mounts need root");
+    let Some((sb, state)) = shared_volume_layout() else {
         return;
-    }
-    let sb = Sandbox::new();
-    let state = private_state(&sb);
+    };
     let r = sb.dir.path();
-    for d in ["shared", "wb", "work/data"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
     let script = format!(
         "cd {r}/work; a=$({b} start | sed 's/.*\"session_id\":\"\\([^\"]*\\)\".*/\\1/'); \
          cd {r}; {b} start --work-dir {r}/wb --sessions-dir {r}/shared/.sessions >/dev/null && echo b-started; \
