@@ -47,6 +47,9 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         // miss the other's sessions dir.
         let _registry = state_dir.lock_registry()?;
         let sessions_real = crate::store::resolve_would_be(sessions_dir)?;
+        // What is checked below; the directory made or opened after must be
+        // this one (a path through a symlink could be re-pointed meanwhile).
+        let checked_id = trusted::FileId::stat(&sessions_real).ok();
         let mounts = trusted::Mounts::read();
         let registry = scan_registry(&state_dir, &mounts);
         check_layout(
@@ -58,9 +61,6 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             &view,
         )
         .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
-        // The directory made or opened must be the one just checked: a path
-        // through a symlink could be re-pointed in between.
-        let checked_id = trusted::FileId::stat(&sessions_real).ok();
         let store = Store::open(sessions_dir, true)?;
         if store.root() != sessions_real
             || checked_id.is_some_and(|id| FileId::stat(store.root()).ok() != Some(id))
@@ -74,6 +74,13 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
         }
         state_dir.register_sessions_dir(store.root())?;
         let session = store.create_session()?;
+        let root_jail_id = match free_root_jail_id(&registry, &session.id) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&session.dir);
+                return Err(e);
+            }
+        };
         let ids = (|| -> Result<_> {
             Ok((
                 FileId::stat(store.root())?,
@@ -102,7 +109,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             session_dir_id,
             work_dir: work_dir.clone(),
             program,
-            root_jail_id: free_root_jail_id(&registry, &session.id)?,
+            root_jail_id,
             pins: trusted::pins_of(&profile, &view),
             profile: profile.clone(),
             view: view_roots,

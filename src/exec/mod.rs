@@ -349,12 +349,14 @@ fn launch(
             stdin = File::open("/dev/null")?;
             let report = jail::memfd("state")?;
             let prelude = jail::memfd("prelude")?;
-            let text = if kind == ShellKind::Bash {
-                shell::bash_prelude(state.shell.as_ref(), &state.env)
+            // Only bash reads the prelude's exports back (POSIX shells get
+            // their environment as is).
+            let exports = if kind == ShellKind::Bash {
+                &state.env
             } else {
-                shell::bash_prelude(state.shell.as_ref(), &Default::default())
+                &Default::default()
             };
-            (&prelude).write_all(text.as_bytes())?;
+            (&prelude).write_all(shell::bash_prelude(state.shell.as_ref(), exports).as_bytes())?;
             extra.push(report.try_clone()?);
             extra.push(script);
             extra.push(prelude);
@@ -366,15 +368,12 @@ fn launch(
     keep.push(err_w.as_raw_fd());
     keep.extend(extra.iter().map(|f| f.as_raw_fd()));
 
-    let mut req = SpawnRequest {
+    let req = SpawnRequest {
         interpreter: kind.is_live(),
         output_pipes: kind == ShellKind::Node,
         prestart: kind == ShellKind::Bash && !raw,
-        ..spawn_request(argv, state, anchor, timeout)
+        ..spawn_request(kind, argv, state, anchor, timeout)
     };
-    if kind == ShellKind::Bash {
-        req.env = shell::bash_env(&state.env, &state.cwd);
-    }
     jail::spawn(conn, &req, &keep)?;
     Ok(Launched {
         stdout: out_r,
@@ -393,17 +392,25 @@ fn shell_argv(shell: &str, wrapper: &str) -> Vec<String> {
     ]
 }
 
-/// A request to run `argv` from `state`, with no special mode.
+/// A request to run `argv` from `state`, with no special mode. A bash
+/// session's shell starts without the variables that act at start (see
+/// [`shell::bash_env`]); its prelude exports them.
 fn spawn_request(
+    kind: ShellKind,
     argv: Vec<String>,
     state: &State,
     anchor: &Anchor,
     timeout: Duration,
 ) -> SpawnRequest {
+    let env = if kind == ShellKind::Bash {
+        shell::bash_env(&state.env, &state.cwd)
+    } else {
+        shell::shell_env(&state.env, &state.cwd)
+    };
     SpawnRequest {
         argv,
         program: Some(anchor.program.clone()),
-        env: shell::shell_env(&state.env, &state.cwd),
+        env,
         cwd: state.cwd.clone(),
         fallback_cwd: anchor.work_dir.clone(),
         timeout_ms: timeout.as_millis() as u64,
@@ -423,8 +430,8 @@ pub fn first_prestart(command: &[String], state: &State, anchor: &Anchor) -> Opt
     (kind == ShellKind::Bash).then(|| SpawnRequest {
         prestart: true,
         prestart_only: true,
-        env: shell::bash_env(&state.env, &state.cwd),
         ..spawn_request(
+            kind,
             shell_argv(&command[0], shell::BASH_WRAPPER),
             state,
             anchor,
