@@ -493,3 +493,20 @@ fn doctor_reports_an_unusable_state_dir() {
     c.arg("start").env("DELTA_SESSIONS_STATE_DIR", &open);
     run_command(c, b"").assert_error(&["state dir", "closed to others"]);
 }
+
+/// A state dir that is a symlink is refused (another user could point a
+/// well-known name at a directory of theirs and capture every socket).
+#[test]
+fn a_state_dir_that_is_a_symlink_is_refused() {
+    let sb = Sandbox::new();
+    let real = sb.dir.path().join("real-state");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let link = sb.dir.path().join("state-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut c = sb.command();
+    c.arg("start").env("DELTA_SESSIONS_STATE_DIR", &link);
+    run_command(c, b"").assert_error(&["state dir", "symlink"]);
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert!(!sb.work.join(".sessions").exists());
+}

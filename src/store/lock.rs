@@ -52,3 +52,23 @@ impl FileLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_never_taken_through_a_symlink_or_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("meta.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(FileLock::exclusive(&link).is_err());
+        assert!(!target.exists(), "the link's target was created");
+        let fifo = dir.path().join("exec.lock");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(FileLock::exclusive(&fifo).is_err());
+        let plain = FileLock::exclusive(&dir.path().join("ok.lock")).unwrap();
+        assert!(plain.is_linked());
+    }
+}

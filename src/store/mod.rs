@@ -726,6 +726,20 @@ mod tests {
     }
 
     #[test]
+    fn history_is_never_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let s = store.create_session().unwrap();
+        with_metadata(&s);
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, s.history_path()).unwrap();
+        assert!(s.count_exec("t1").is_err());
+        assert!(s.append_history(0, &entry(1)).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    }
+
+    #[test]
     fn list_ignores_foreign_entries() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
