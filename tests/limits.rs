@@ -541,3 +541,69 @@ fn limits_hold_in_pre_started_shells_and_in_shells_started_for_the_exec() {
     }
     sb.end(&id);
 }
+
+/// Issue 11 item 7: `/tmp` and `$HOME` share one budget (`limits.disk`), a
+/// write past it fails with ENOSPC inside the session, nothing of it reaches
+/// the sessions dir's filesystem, and the session and its neighbours go on.
+#[test]
+fn disk_budget_bounds_tmp_and_home_together() {
+    let sb = Sandbox::new();
+    let file = profile_file(&sb, "small.toml", "[limits]\ndisk = \"16MiB\"\n");
+    let id = sb.start(&["--profile", file.to_str().unwrap()]);
+    let other = sb.start(&[]);
+
+    let v = sb.exec(&id, "head -c 12M /dev/zero > /tmp/a && echo wrote");
+    assert_eq!(v["stdout"], "wrote\n", "{v}");
+    let v = sb.exec(&id, "head -c 12M /dev/zero > ~/b; echo rc=$?");
+    assert_eq!(v["stdout"], "rc=1\n", "$HOME is not in /tmp's budget: {v}");
+    assert!(
+        v["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{v}"
+    );
+    // Files are bounded too, not only bytes: each costs kernel memory.
+    let v = sb.exec(
+        &id,
+        "rm -f ~/b; for i in $(seq 6000); do : > /tmp/f$i || break; done 2>/dev/null; echo $i",
+    );
+    let made: u32 = v["stdout"].as_str().unwrap().trim().parse().unwrap();
+    assert!(made < 6000, "no bound on the number of files: {v}");
+
+    // Nothing of it is on the host disk, in the session's record.
+    let on_disk = std::process::Command::new("du")
+        .args(["-sk", sb.session_dir(&id).to_str().unwrap()])
+        .output()
+        .unwrap();
+    let kib: u64 = String::from_utf8_lossy(&on_disk.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kib < 1024, "{kib} KiB of the private dirs on the host disk");
+
+    // The session that hit its budget and its neighbour both go on.
+    let v = sb.exec(&id, "rm -f /tmp/f*; ls /tmp/a; echo fine > ~/c && cat ~/c");
+    assert_eq!(v["stdout"], "/tmp/a\nfine\n", "{v}");
+    let v = sb.exec(&other, "head -c 12M /dev/zero > /tmp/x && echo other");
+    assert_eq!(v["stdout"], "other\n", "{v}");
+    assert_eq!(
+        sb.exec(&other, "df -k /tmp | tail -1 | awk '{print $2}'")["stdout"],
+        "1048576\n",
+        "default's budget is 1GiB"
+    );
+
+    // A rebuilt jail has a new, empty tmpfs, and the exec says so.
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "ls /tmp/a ~/c; ls -A ~; echo done");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert_eq!(v["stdout"], "done\n", "{v}");
+    assert!(
+        v["warning"].as_str().unwrap_or("").contains("limits.disk"),
+        "{v}"
+    );
+    assert_eq!(sb.end(&id).status, 0);
+    assert_eq!(sb.end(&other).status, 0);
+}

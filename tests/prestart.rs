@@ -324,11 +324,12 @@ fn the_shell_is_looked_up_on_the_session_path_at_each_exec() {
         out(
             &sb,
             &id,
-            "mkdir -p $HOME/bin; export PATH=$HOME/bin:$PATH; echo set"
+            "mkdir -p \"$PWD/bin\"; export PATH=\"$PWD/bin:$PATH\"; echo set"
         ),
         "set\n"
     );
-    let fake = sb.session_dir(&id).join("home/bin/bash");
+    // In the work dir: the host can write there between execs.
+    let fake = sb.work.join("bin/bash");
     for round in 0..2 {
         // A `bash` put first on the session's PATH between execs runs the next exec.
         settle();

@@ -125,7 +125,8 @@ fn a_rebuild_that_fails_does_not_hang_the_session() {
 
 /// Attack review F7: with the work dir below /tmp, the directories that lead
 /// to its mount point lie in the session's own /tmp; one replaced by a
-/// symlink must not make every later rebuild fail.
+/// symlink must not make every later rebuild fail. (With a disk budget, /tmp
+/// is a tmpfs that a rebuild starts afresh; on the host disk it persists.)
 #[test]
 fn a_symlink_in_the_way_of_the_work_dirs_mount_point_is_moved_aside() {
     let sb = Sandbox::new();
@@ -135,20 +136,30 @@ fn a_symlink_in_the_way_of_the_work_dirs_mount_point_is_moved_aside() {
         return;
     };
     let first = first.to_string();
-    let id = sb.start(&[]);
-    let v = sb.exec(
-        &id,
-        &format!("cd /; mv /tmp/{first} /tmp/zz && ln -s / /tmp/{first} && echo swapped"),
-    );
-    assert_eq!(v["stdout"], "swapped\n", "{v}");
-    sb.kill_holder(&id);
-    let v = sb.exec(&id, "echo alive; ls -d /tmp/*moved-by-delta-sessions*");
-    assert_eq!(v["jail_restarted"], true, "{v}");
-    assert_eq!(
-        v["stdout"],
-        format!("alive\n/tmp/{first}.moved-by-delta-sessions\n"),
-        "{v}"
-    );
+    let on_disk = sb.dir.path().join("on-disk.toml");
+    std::fs::write(&on_disk, "[limits]\ndisk = \"unlimited\"\n").unwrap();
+    for (profile, moved) in [
+        (
+            on_disk.to_str().unwrap(),
+            format!("/tmp/{first}.moved-by-delta-sessions\n/tmp/zz\n"),
+        ),
+        ("default", String::new()),
+    ] {
+        let id = sb.start(&["--profile", profile]);
+        let v = sb.exec(
+            &id,
+            &format!("cd /; mv /tmp/{first} /tmp/zz && ln -s / /tmp/{first} && echo swapped"),
+        );
+        assert_eq!(v["stdout"], "swapped\n", "{v}");
+        sb.kill_holder(&id);
+        let v = sb.exec(
+            &id,
+            "echo alive; ls -d /tmp/*moved-by-delta-sessions* /tmp/zz 2>/dev/null",
+        );
+        assert_eq!(v["jail_restarted"], true, "{v}");
+        assert_eq!(v["stdout"], format!("alive\n{moved}"), "{profile}: {v}");
+        assert_eq!(sb.end(&id).status, 0);
+    }
 }
 
 /// Second review NEW-5: loader variables that break every program, the

@@ -116,6 +116,14 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     // From here on the command runs: whatever goes wrong on our side is a
     // warning next to its result, never an error that hides what it did.
     let mut warnings: Vec<String> = Vec::new();
+    if jail_restarted && profile.limits.disk_bytes.is_some() {
+        // The budgeted /tmp and $HOME were a tmpfs of the jail that died.
+        warnings.push(
+            "the jail was rebuilt: /tmp and $HOME (a tmpfs sized by limits.disk) start empty; \
+             the work dir and the shell's cwd and environment are kept"
+                .into(),
+        );
+    }
     let (collected, report) = collect(&conn, run, profile, &opts, timeout)?;
     let elapsed = started.elapsed();
 

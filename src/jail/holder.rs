@@ -187,6 +187,7 @@ fn rootfs_spec(args: &HolderConfig, profile: &Profile, premounted: bool) -> moun
         tmp_source: args.session_dir.join("tmp"),
         home_source: args.session_dir.join("home"),
         home_target: args.home_target.clone(),
+        private_budget: profile.limits.disk_bytes,
         hidden: vec![sessions_root],
         extra_read_only: profile.filesystem.read_only.clone(),
         extra_read_write: profile.filesystem.read_write.clone(),

@@ -261,13 +261,19 @@ fn bind_listener(path: &Path) -> Result<UnixListener> {
 /// The host directories that root's jails attach through idmapped mounts, in
 /// the order the parent sends them and the holder expects them.
 pub fn idmapped_sources(session: &SessionDir, profile: &Profile, work_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![
-        work_dir.to_path_buf(),
-        session.tmp_dir(),
-        session.home_dir(),
-    ];
+    let mut v = vec![work_dir.to_path_buf()];
+    v.extend(host_private_dirs(session, profile));
     v.extend(profile.filesystem.read_write.iter().cloned());
     v
+}
+
+/// The session dir's `tmp` and `home` when the jail uses them (no disk
+/// budget: with one, they are a tmpfs of the jail's own).
+fn host_private_dirs(session: &SessionDir, profile: &Profile) -> Vec<PathBuf> {
+    match profile.limits.disk_bytes {
+        Some(_) => Vec::new(),
+        None => vec![session.tmp_dir(), session.home_dir()],
+    }
 }
 
 /// Ids the holder takes inside its user namespace, sent with the go-ahead.
@@ -300,7 +306,7 @@ fn set_up_user_namespace(
     let mut trees = Vec::new();
     if userns::needs_idmapped_mounts(euid) {
         // The private dirs must belong to the id that the work dir's owner maps to.
-        for dir in [session.tmp_dir(), session.home_dir()] {
+        for dir in host_private_dirs(session, profile) {
             // Through a descriptor opened without following a symlink: a
             // link put in place of the dir must not hand a host file over.
             let fd = nix::fcntl::open(

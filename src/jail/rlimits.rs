@@ -133,6 +133,7 @@ mod tests {
             file_size_bytes: Some(256 << 20),
             open_files: Some(256),
             output_bytes: 1 << 20,
+            disk_bytes: None,
         }
     }
 

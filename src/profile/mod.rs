@@ -83,6 +83,13 @@ pub struct Limits {
     pub open_files: Option<u64>,
     /// Output kept per stream (head and tail).
     pub output_bytes: u64,
+    /// Budget of the session's private `/tmp` and `$HOME` together: they
+    /// are one tmpfs of this size in the jail. `None`: host directories in
+    /// the session dir, persistent through a jail rebuild but unbounded.
+    /// (Sessions recorded before this key existed read as `None`, which is
+    /// what they had.)
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,13 +196,14 @@ impl Profile {
         let l = &self.limits;
         let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or("unlimited".into(), f);
         format!(
-            "{} [timeout {}, cpu {}, memory {}, processes {}, output {}]",
+            "{} [timeout {}, cpu {}, memory {}, processes {}, output {}, disk {}]",
             self.description,
             units::format_duration_ms(l.timeout_ms),
             opt(l.cpu_seconds, &|s| units::format_duration_ms(s * 1000)),
             opt(l.memory_bytes, &units::format_size),
             opt(l.processes, &|n| n.to_string()),
             units::format_size(l.output_bytes),
+            opt(l.disk_bytes, &units::format_size),
         )
     }
 }

@@ -43,6 +43,7 @@ pub struct RawLimits {
     pub file_size: Option<Scalar>,
     pub open_files: Option<Scalar>,
     pub output: Option<Scalar>,
+    pub disk: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -142,6 +143,7 @@ impl RawLimits {
             file_size: self.file_size.or(base.file_size),
             open_files: self.open_files.or(base.open_files),
             output: self.output.or(base.output),
+            disk: self.disk.or(base.disk),
         }
     }
 }

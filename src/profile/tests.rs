@@ -76,6 +76,17 @@ fn builtins_match_the_spec_table() {
     assert_eq!(u.open_files, Some(256));
     assert_eq!(u.cpu_seconds, Some(60));
     assert_eq!(ci.timeout_ms, 3_600_000);
+    // Every jailed built-in bounds its private dirs, below its memory limit
+    // (the tmpfs is counted against it); unconfined has none to bound.
+    for name in Profile::builtin_names() {
+        let p = Profile::load(name).unwrap();
+        match (p.isolation, p.limits.disk_bytes, p.limits.memory_bytes) {
+            (Isolation::None, None, _) => {}
+            (Isolation::Jail, Some(disk), Some(memory)) => assert!(disk < memory, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(u.disk_bytes, Some(256 << 20));
 }
 
 #[test]
@@ -93,6 +104,7 @@ fn default_values() {
             file_size_bytes: Some(2 << 30),
             open_files: Some(1024),
             output_bytes: 1 << 20,
+            disk_bytes: Some(1 << 30),
         }
     );
     assert!(p.filesystem.read_only.is_empty() && p.env.set.is_empty());
@@ -288,6 +300,16 @@ fn bad_values_name_the_key_and_reason() {
             "description: must be one line",
         ),
         (
+            "[limits]\ndisk = \"512KiB\"",
+            "limits.disk: 512KiB is out of range (1MiB to 1TiB",
+        ),
+        ("[limits]\ndisk = 0", "limits.disk: 0B is out of range"),
+        ("[limits]\ndisk = \"lots\"", "limits.disk: "),
+        (
+            "isolation = \"none\"\nnetwork = \"host\"",
+            "limits.disk: a budget needs isolation = \"jail\"",
+        ),
+        (
             "[env]\nset = { \"1X\" = \"a\" }",
             "env.set: \"1X\" is not a variable name",
         ),
@@ -422,7 +444,7 @@ fn summary_is_one_line_with_limits() {
     assert_eq!(
         s,
         "agent tool calls: work dir rw, no network, moderate limits \
-         [timeout 5m, cpu 10m, memory 4GiB, processes 1024, output 1MiB]"
+         [timeout 5m, cpu 10m, memory 4GiB, processes 1024, output 1MiB, disk 1GiB]"
     );
     let s = Profile::load("unconfined").unwrap().summary();
     assert!(s.contains("processes unlimited"), "{s}");

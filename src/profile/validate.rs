@@ -22,6 +22,11 @@ pub const MIN_OUTPUT_BYTES: u64 = 1 << 10;
 pub const MIN_OPEN_FILES: u64 = 16;
 /// Linux's default `fs.nr_open`: more cannot be granted.
 pub const MAX_OPEN_FILES: u64 = 1 << 20;
+/// Smallest budget for `/tmp` and `$HOME`: a shell's history and a few
+/// temporary files fit.
+pub const MIN_DISK_BYTES: u64 = 1 << 20;
+/// Largest: a tmpfs is memory; more than this belongs on the host disk.
+pub const MAX_DISK_BYTES: u64 = 1 << 40;
 /// Longest description, hostname.
 const MAX_DESCRIPTION: usize = 200;
 const MAX_HOSTNAME: usize = 64;
@@ -72,6 +77,13 @@ pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Pr
                     "filesystem.{key}: needs isolation = \"jail\" (there are no binds or masks without a jail)"
                 ));
             }
+        }
+        if limits.disk_bytes.is_some() {
+            return Err(
+                "limits.disk: a budget needs isolation = \"jail\" (without a jail, \
+                /tmp and $HOME are host directories); set disk = \"unlimited\""
+                    .into(),
+            );
         }
     }
     Ok(Profile {
@@ -239,6 +251,21 @@ fn limits(raw: RawLimits) -> Check<Limits> {
             format_size(MAX_OUTPUT_BYTES)
         ));
     }
+    let disk_bytes = match optional(raw.disk) {
+        None => None,
+        Some(v) => {
+            let n = size("limits.disk", Some(v))?;
+            if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&n) {
+                return Err(format!(
+                    "limits.disk: {} is out of range ({} to {}, or \"unlimited\" for host directories without a budget)",
+                    format_size(n),
+                    format_size(MIN_DISK_BYTES),
+                    format_size(MAX_DISK_BYTES)
+                ));
+            }
+            Some(n)
+        }
+    };
     Ok(Limits {
         timeout_ms,
         kill_grace_ms,
@@ -248,6 +275,7 @@ fn limits(raw: RawLimits) -> Check<Limits> {
         file_size_bytes,
         open_files,
         output_bytes,
+        disk_bytes,
     })
 }
 

@@ -208,6 +208,7 @@ fn run_step(
             mount_tmpfs(&existing(staging, target)?, *mode, *size, *access)
                 .map_err(|e| step_error("cannot mount a tmpfs on", target, e))?;
         }
+        Step::PrivateTmpfs { size, targets } => private_tmpfs(staging, *size, targets)?,
         Step::Proc(target) => {
             mount(
                 Some("proc"),
@@ -423,6 +424,51 @@ fn mount_tmpfs(at: &Path, mode: u32, size: u64, access: Access) -> nix::Result<(
         flags,
         Some(options.as_str()),
     )
+}
+
+/// Where the private tmpfs is mounted while its directories are bound out;
+/// gone before the jail starts.
+const PRIVATE_STAGING: &str = ".delta-sessions-private";
+
+/// Bytes of budget per inode the private tmpfs grants: files cost kernel
+/// memory even when empty, so their number is bounded with their size.
+const PRIVATE_BYTES_PER_INODE: u64 = 4096;
+
+/// Mounts one tmpfs of `size` bytes, makes a 0700 directory in it per
+/// target, binds each on its target, and lets go of the tmpfs's own root,
+/// which no jail path then shows: the targets share the budget and nothing
+/// else.
+fn private_tmpfs(staging: &Path, size: u64, targets: &[PathBuf]) -> io::Result<()> {
+    let holder = staging.join(PRIVATE_STAGING);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&holder)
+        .map_err(|e| step_error("cannot create", &holder, e))?;
+    let inodes = (size / PRIVATE_BYTES_PER_INODE).max(1024);
+    let options = format!("mode=700,size={size},nr_inodes={inodes}");
+    mount(
+        Some("tmpfs"),
+        &holder,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| step_error("cannot mount the private tmpfs on", &holder, e))?;
+    for (i, target) in targets.iter().enumerate() {
+        let dir = holder.join(i.to_string());
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| step_error("cannot create", &dir, e))?;
+        let tree = clone_tree(&open_path(&dir, false)?)
+            .map_err(|e| step_error("cannot copy the private dir for", target, e))?;
+        set_attrs(&tree, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            .map_err(|e| step_error("cannot restrict the bind of", target, e))?;
+        attach(&tree, &existing(staging, target)?)
+            .map_err(|e| step_error("cannot bind", target, e))?;
+    }
+    umount2(&holder, MntFlags::MNT_DETACH).map_err(|e| step_error("cannot unmount", &holder, e))?;
+    std::fs::remove_dir(&holder).map_err(|e| step_error("cannot remove", &holder, e))
 }
 
 /// A detached copy of the mount tree at `src` (with its submounts: a locked

@@ -6,8 +6,9 @@
 //!
 //! Every path inside the jail that comes from the host keeps its host path
 //! (an *identity* bind: `/usr` is `/usr`, the work dir is at its own path),
-//! except the session's private `/tmp` and `$HOME`, which come from the
-//! session directory.
+//! except the session's private `/tmp` and `$HOME`, which are either two
+//! directories of one sized tmpfs (the profile's disk budget) or come from
+//! the session directory.
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
@@ -68,9 +69,13 @@ pub struct RootfsSpec {
     /// The work dir, canonical, bound at its own path.
     pub work_dir: PathBuf,
     pub work_dir_writable: bool,
-    /// The session's private `/tmp` and `$HOME` on the host.
+    /// The session's private `/tmp` and `$HOME` on the host (used when
+    /// there is no `private_budget`).
     pub tmp_source: PathBuf,
     pub home_source: PathBuf,
+    /// Bytes that `/tmp` and `$HOME` may hold together: they are then one
+    /// tmpfs of that size instead of host directories.
+    pub private_budget: Option<u64>,
     /// Where `$HOME` is inside the jail.
     pub home_target: PathBuf,
     /// Host paths that must stay invisible even when a bind would show them
@@ -82,8 +87,9 @@ pub struct RootfsSpec {
     /// Jail paths the profile masks.
     pub masked: Vec<PathBuf>,
     pub host_network: bool,
-    /// Root started the session: the work dir, `/tmp`, `$HOME` and the
-    /// read-write extras arrive as idmapped mounts, in that order (see
+    /// Root started the session: the work dir, `/tmp` and `$HOME` (when they
+    /// are host directories) and the read-write extras arrive as idmapped
+    /// mounts, in that order (see
     /// [`crate::jail::idmapped_sources`]), instead of being opened here.
     pub premounted: bool,
 }
@@ -191,6 +197,13 @@ pub enum Step {
     Proc(PathBuf),
     /// A private devpts instance.
     Devpts(PathBuf),
+    /// One tmpfs of `size` bytes (nosuid, nodev) holding a directory of mode
+    /// 0700 per target, each bound read-write on its (existing) target:
+    /// `/tmp` and `$HOME` share the budget, and neither sees the other.
+    PrivateTmpfs {
+        size: u64,
+        targets: Vec<PathBuf>,
+    },
     /// Makes an existing mount read-only (not its submounts).
     ReadOnly(PathBuf),
 }
@@ -270,6 +283,14 @@ const DEV_TMPFS_SIZE: u64 = 64 << 10;
 const SHM_SIZE: u64 = 64 << 20;
 const MASK_TMPFS_SIZE: u64 = 4 << 10;
 
+/// Where the session's `/tmp` and `$HOME` come from.
+enum Private {
+    /// Host directories of the session dir (their origins).
+    Hosts(Origin, Origin),
+    /// One tmpfs of this many bytes.
+    Tmpfs(u64),
+}
+
 /// Computes the root filesystem of a jail.
 ///
 /// Order matters and is kept here, in one place: system directories, `/proc`
@@ -320,8 +341,15 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
         }
     };
     let work = next_origin(&mut p, &spec.work_dir);
-    let tmp = next_origin(&mut p, &spec.tmp_source);
-    let home = next_origin(&mut p, &spec.home_source);
+    // Host dirs take their origins now, before the extras (the premounted order).
+    let private = match spec.private_budget {
+        Some(size) => Private::Tmpfs(size),
+        None => {
+            let tmp = next_origin(&mut p, &spec.tmp_source);
+            let home = next_origin(&mut p, &spec.home_source);
+            Private::Hosts(tmp, home)
+        }
+    };
     let mut user_binds: Vec<(Origin, PathBuf, Access)> = vec![(
         work,
         spec.work_dir.clone(),
@@ -339,8 +367,19 @@ pub fn plan(spec: &RootfsSpec, host: &dyn HostView) -> Result<Plan, String> {
         let origin = p.source(path, false);
         user_binds.push((origin, path.clone(), Access::ReadOnly));
     }
-    p.bind(tmp, Path::new("/tmp"), Access::ReadWrite, true);
-    p.bind(home, &spec.home_target, Access::ReadWrite, true);
+    match private {
+        Private::Hosts(tmp, home) => {
+            p.bind(tmp, Path::new("/tmp"), Access::ReadWrite, true);
+            p.bind(home, &spec.home_target, Access::ReadWrite, true);
+        }
+        Private::Tmpfs(size) => {
+            let targets = vec![PathBuf::from("/tmp"), spec.home_target.clone()];
+            for target in &targets {
+                p.steps.push(Step::Mkdir(target.clone()));
+            }
+            p.steps.push(Step::PrivateTmpfs { size, targets });
+        }
+    }
     p.scratch = vec![PathBuf::from("/tmp"), spec.home_target.clone()];
     // Stable sort: among equally deep paths the profile's order stands.
     user_binds.sort_by_key(|(_, path, _)| path.components().count());
@@ -576,6 +615,7 @@ mod tests {
             tmp_source: "/s/.sessions/sess_1/tmp".into(),
             home_source: "/s/.sessions/sess_1/home".into(),
             home_target: "/home/user".into(),
+            private_budget: None,
             hidden: vec!["/s/.sessions".into()],
             extra_read_only: vec![],
             extra_read_write: vec![],
@@ -802,6 +842,63 @@ mod tests {
         assert_eq!(origin_of("/home/user"), Origin::Premounted(2));
         assert_eq!(origin_of("/cache"), Origin::Premounted(3));
         assert!(matches!(origin_of("/data"), Origin::Host(_)));
+    }
+
+    #[test]
+    fn a_disk_budget_makes_tmp_and_home_one_tmpfs_and_no_host_source() {
+        let mut s = spec("/w");
+        s.private_budget = Some(64 << 20);
+        s.extra_read_write = vec!["/cache".into()];
+        let p = plan(&s, &FakeHost::debian().dir("/w").dir("/cache")).unwrap();
+        let tmpfs = p
+            .steps
+            .iter()
+            .position(|st| {
+                *st == Step::PrivateTmpfs {
+                    size: 64 << 20,
+                    targets: vec!["/tmp".into(), "/home/user".into()],
+                }
+            })
+            .expect("one private tmpfs for both");
+        // Mount points first; the work dir (which may lie below /tmp) after.
+        for target in ["/tmp", "/home/user"] {
+            let mkdir = p
+                .steps
+                .iter()
+                .position(|st| *st == Step::Mkdir(target.into()));
+            assert!(mkdir.is_some_and(|m| m < tmpfs), "{target}");
+        }
+        let work = binds(&p).iter().position(|(t, _)| t == "/w").unwrap();
+        let bind_steps = p.steps[..tmpfs]
+            .iter()
+            .filter(|st| matches!(st, Step::Bind { devices: false, .. }))
+            .count();
+        assert!(
+            bind_steps <= work,
+            "the work dir is bound after the private dirs"
+        );
+        assert!(binds(&p)
+            .iter()
+            .all(|(t, _)| t != "/tmp" && t != "/home/user"));
+        assert!(p
+            .sources
+            .iter()
+            .all(|src| !src.path.starts_with("/s/.sessions")));
+        // Root's premounted trees: the work dir, then straight to the extras.
+        s.premounted = true;
+        let p = plan(&s, &FakeHost::debian().dir("/w").dir("/cache")).unwrap();
+        let origins: Vec<Origin> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::Bind {
+                    origin: o @ Origin::Premounted(_),
+                    ..
+                } => Some(*o),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(origins, vec![Origin::Premounted(0), Origin::Premounted(1)]);
     }
 
     #[test]
