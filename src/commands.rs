@@ -26,9 +26,19 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
     // Everything the user gave is checked before anything is created.
-    let profile =
+    let mut profile =
         Profile::load(opts.profile.as_deref().unwrap_or("default")).map_err(|e| anyhow!("{e}"))?;
     profile.check_binds().map_err(|e| anyhow!("{e}"))?;
+    // `auto` becomes what this host can do; what is recorded says which.
+    profile.isolation = jail::resolve_isolation(profile.isolation)?.0;
+    if profile.isolation == crate::profile::Isolation::Landlock {
+        crate::profile::check_landlock(&profile).map_err(|e| {
+            anyhow!(
+                "Cannot start a session in Landlock mode: profile {}: {e}",
+                profile.name
+            )
+        })?;
+    }
     let work_dir = resolve_work_dir(opts.work_dir.as_deref())?;
     let overrides = parse_env_args(&opts.env)?;
     let mut command = opts.command;
@@ -59,6 +69,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             &sessions_real,
             &work_dir,
             &view,
+            profile.isolation == crate::profile::Isolation::Landlock,
         )
         .map_err(|e| anyhow!("Cannot start a session here: {e}"))?;
         let store = Store::open(sessions_dir, true)?;
@@ -145,6 +156,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             work_dir: work_dir.clone(),
             execution_count: 0,
             profile: profile.name.clone(),
+            isolation: Some(profile.isolation),
             holder: Some(holder.clone()),
             history_bytes: Some(0),
             pending: false,
@@ -172,6 +184,7 @@ pub fn start(sessions_dir: &Path, opts: StartOptions) -> Result<Value> {
             "work_dir": work_dir,
             "status": "active",
             "profile": profile.name,
+            "isolation": profile.isolation.as_str(),
         }))
     })();
     if created.is_err() {
@@ -199,6 +212,7 @@ pub fn recheck_layout(anchor: &trusted::Anchor) -> Result<()> {
         &anchor.sessions_dir,
         &anchor.work_dir,
         &view,
+        anchor.profile.isolation == crate::profile::Isolation::Landlock,
     )
     .map_err(|e| {
         anyhow!(
@@ -282,6 +296,7 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
             session_id: summary.session_id,
             sessions_dir: sessions,
             view,
+            unmasked: summary.profile.isolation == Some(crate::profile::Isolation::Landlock),
         });
     }
     // Sessions dirs recorded by earlier starts count too, while they hold
@@ -311,6 +326,7 @@ fn scan_registry(state_dir: &StateDir, mounts: &trusted::Mounts) -> Registry {
             session_id: format!("(recorded sessions dir {})", path.display()),
             sessions_dir: trusted::Placed::of(&path, mounts),
             view: Vec::new(),
+            unmasked: false,
         });
     }
     reg
@@ -344,6 +360,7 @@ fn check_layout(
     sessions_dir: &Path,
     work_dir: &Path,
     view: &[PathBuf],
+    unmasked: bool,
 ) -> std::result::Result<(), String> {
     // The jail sees the system directories too (read-only: enough to read
     // a session's files or connect to a holder's socket).
@@ -361,6 +378,7 @@ fn check_layout(
             .map(|p| trusted::Placed::view_root(p, mounts))
             .collect(),
         state_dir: trusted::Placed::of(state_dir.root(), mounts),
+        unmasked,
     };
     trusted::check_layout(&candidate, &reg.known)
 }
@@ -496,6 +514,15 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
     Ok(json!({"status": "terminated", "session_id": id.as_str()}))
 }
 
+/// What a recorded session runs in (older records only say whether it was jailed).
+fn isolation_of(meta: &Metadata) -> Option<&'static str> {
+    match (meta.isolation, &meta.holder) {
+        (Some(i), _) => Some(i.as_str()),
+        (None, Some(h)) => Some(if h.jailed { "jail" } else { "none" }),
+        (None, None) => None,
+    }
+}
+
 /// One entry of `list`.
 fn list_entry(meta: &Metadata, execution_count: u64) -> Value {
     json!({
@@ -504,6 +531,7 @@ fn list_entry(meta: &Metadata, execution_count: u64) -> Value {
         "work_dir": meta.work_dir,
         "status": meta.status.as_str(),
         "profile": meta.profile,
+        "isolation": isolation_of(meta),
         "created_at": meta.created_at,
         "last_executed_at": meta.last_executed_at,
         "execution_count": execution_count,

@@ -60,6 +60,20 @@ pub fn drop_all() -> io::Result<()> {
     clear_sets()
 }
 
+/// For Landlock mode, where there is no user namespace: root (and any
+/// caller holding capabilities) loses them all as in [`drop_all`]; a regular
+/// user, who cannot change its bounding set or securebits, empties its
+/// capability sets, and `no_new_privs` then keeps `execve` from granting any.
+pub fn drop_all_on_host() -> io::Result<()> {
+    match drop_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !nix::unistd::geteuid().is_root() => {
+            clear_ambient()?;
+            clear_sets()
+        }
+        other => other,
+    }
+}
+
 /// Sets `no_new_privs`: `execve` can no longer grant privileges (set-user-ID bits and file
 /// capabilities are ignored), and unprivileged seccomp filters become allowed.
 /// Async-signal-safe.

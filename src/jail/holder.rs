@@ -96,8 +96,17 @@ fn start(control: UnixStream, status: &mut Option<File>) -> Result<()> {
         .context("the parent sent no configuration")?;
     let profile = args.profile.clone();
     let args = &args;
-    let jailed = profile.isolation == Isolation::Jail;
+    let jailed = match profile.isolation {
+        Isolation::Jail => true,
+        Isolation::Landlock | Isolation::None => false,
+        Isolation::Auto => bail!("the session's isolation was not resolved at start"),
+    };
     let mut jail = None;
+    // Built now, with the caller's view of the host, for the children to enforce.
+    let landlock = match profile.isolation {
+        Isolation::Landlock => Some(landlock_ruleset(args, &profile)?),
+        _ => None,
+    };
     // Detach from the caller's terminal and process group: Ctrl-C or the end of
     // the calling agent must not take the session down.
     let _ = nix::unistd::setsid();
@@ -155,7 +164,7 @@ fn start(control: UnixStream, status: &mut Option<File>) -> Result<()> {
     match unsafe { fork() }.context("fork")? {
         ForkResult::Parent { child } => status_line(status, &format!("P{}", child.as_raw())),
         ForkResult::Child => {
-            let code = match init(&profile, jail, status, control) {
+            let code = match init(&profile, jail, landlock, status, control) {
                 Ok(()) => 0,
                 Err(e) => {
                     report_error(status, &e);
@@ -197,10 +206,34 @@ fn rootfs_spec(args: &HolderConfig, profile: &Profile, premounted: bool) -> moun
     }
 }
 
+/// The Landlock ruleset of a Landlock-mode session, from its profile.
+fn landlock_ruleset(args: &HolderConfig, profile: &Profile) -> Result<super::landlock::Ruleset> {
+    let spec = super::landlock::LandlockSpec {
+        work_dir: args.work_dir.clone(),
+        work_dir_writable: profile.filesystem.work_dir == crate::profile::Access::ReadWrite,
+        tmp_dir: args.session_dir.join("tmp"),
+        home_dir: args.session_dir.join("home"),
+        extra_read_only: profile.filesystem.read_only.clone(),
+        extra_read_write: profile.filesystem.read_write.clone(),
+        network: profile.network == Network::Host,
+    };
+    let abi = super::probe::landlock_abi().map_err(|e| {
+        anyhow!(
+            "this kernel has no Landlock ({e}); {}",
+            super::LANDLOCK_HELP
+        )
+    })?;
+    let grants = super::landlock::plan(&spec, &mounts::RealHost);
+    let (ruleset, _) = super::landlock::Ruleset::build(&grants, spec.network, abi)
+        .map_err(|e| anyhow!("cannot build the session's Landlock rules: {e}"))?;
+    Ok(ruleset)
+}
+
 /// Builds the jail around this process and serves execs until killed.
 fn init(
     profile: &Profile,
     jail: Option<JailParts>,
+    landlock: Option<super::landlock::Ruleset>,
     status: &mut Option<File>,
     control: UnixStream,
 ) -> Result<()> {
@@ -215,6 +248,9 @@ fn init(
             // SAFETY: prctl with integer arguments only.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
+    }
+    if let Some(ruleset) = landlock {
+        confine_on_host(profile, ruleset)?;
     }
     // Not dumpable: jailed code running as the same uid cannot open
     // /proc/1/fd (our control socket) or ptrace us.
@@ -232,6 +268,21 @@ fn init(
     // Closing our end lets the parent see EOF.
     *status = None;
     serve(&listener, &sigchld, &limits, control)
+}
+
+/// Landlock mode: the holder drops its capabilities and installs the seccomp
+/// filters (both inherited by all it forks); the Landlock domain itself is
+/// entered by each child just before it executes session code
+/// ([`super::landlock::confine_self`]), so the holder stays outside it and
+/// the session cannot signal or trace it.
+fn confine_on_host(profile: &Profile, ruleset: super::landlock::Ruleset) -> Result<()> {
+    let base = super::seccomp::build_filter()?;
+    let extra = super::seccomp::build_landlock_filter(profile.network == Network::Host)?;
+    super::caps::drop_all_on_host().context("cannot drop capabilities")?;
+    super::seccomp::install(&base).context("cannot install the seccomp filter")?;
+    super::seccomp::install(&extra).context("cannot install the Landlock-mode seccomp filter")?;
+    ruleset.install_for_children();
+    Ok(())
 }
 
 /// Runs as PID 1 of the new PID namespace (the session's `/proc` needs it).

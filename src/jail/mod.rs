@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod holder;
 pub mod idmap;
 pub mod interpreter;
+pub mod landlock;
 pub mod live;
 pub mod mounts;
 pub mod net;
@@ -55,22 +56,69 @@ sysctl -w user.max_user_namespaces=15000 where it is 0; on Ubuntu 23.10+ \
 sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for delta-sessions), \
 run `delta-sessions doctor` to check, or start with `--profile unconfined` to run without a jail on purpose";
 
+/// What to do where Landlock is missing.
+pub const LANDLOCK_HELP: &str = "Landlock mode needs Linux 5.13 or later with Landlock enabled \
+(the `lsm=` boot parameter must list landlock); run `delta-sessions doctor` to check";
+
+/// Lowest Landlock ABI for a root caller: without the signal scope (ABI 6)
+/// a capability-less root could still signal every root process of the host.
+pub const MIN_ROOT_LANDLOCK_ABI: i64 = 6;
+
+/// The isolation a session started now gets: `auto` becomes the jail where
+/// this host lets us make user namespaces and Landlock mode elsewhere, never
+/// `none`; `landlock` is checked against the kernel. The reason for the
+/// choice comes back for `doctor`.
+pub fn resolve_isolation(requested: Isolation) -> Result<(Isolation, String)> {
+    match requested {
+        Isolation::Auto if probe::can_make_user_namespace() => Ok((
+            Isolation::Jail,
+            "this host lets delta-sessions create user namespaces".into(),
+        )),
+        Isolation::Auto => {
+            let abi = landlock_usable().map_err(|e| {
+                anyhow!("cannot sandbox here: user namespaces are blocked and {e}. {USERNS_HELP}")
+            })?;
+            Ok((
+                Isolation::Landlock,
+                format!("user namespaces are blocked here; Landlock ABI {abi} is available"),
+            ))
+        }
+        Isolation::Landlock => {
+            let abi = landlock_usable().map_err(|e| anyhow!("cannot use Landlock mode: {e}"))?;
+            Ok((Isolation::Landlock, format!("Landlock ABI {abi}")))
+        }
+        other => Ok((other, "as the profile says".into())),
+    }
+}
+
+/// The kernel's Landlock ABI, if Landlock mode can hold here for this caller.
+fn landlock_usable() -> Result<i64> {
+    let abi = probe::landlock_abi()
+        .map_err(|e| anyhow!("this kernel has no Landlock ({e}); {LANDLOCK_HELP}"))?;
+    if nix::unistd::geteuid().is_root() && abi < MIN_ROOT_LANDLOCK_ABI {
+        bail!(
+            "Landlock ABI {abi} cannot keep a root caller's session from signalling the host's              root processes (that needs ABI {MIN_ROOT_LANDLOCK_ABI}, Linux 6.12); run as a regular user"
+        );
+    }
+    Ok(abi)
+}
+
 /// How long start waits for the holder before giving up.
 const HOLDER_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `$HOME` a session's commands see.
 pub fn home_for(session: &SessionDir, profile: &Profile) -> PathBuf {
     match profile.isolation {
-        Isolation::Jail => PathBuf::from(JAIL_HOME),
-        Isolation::None => session.home_dir(),
+        Isolation::Jail | Isolation::Auto => PathBuf::from(JAIL_HOME),
+        Isolation::Landlock | Isolation::None => session.home_dir(),
     }
 }
 
 /// The `/tmp` a session's commands see (`TMPDIR`).
 pub fn tmp_for(session: &SessionDir, profile: &Profile) -> PathBuf {
     match profile.isolation {
-        Isolation::Jail => PathBuf::from("/tmp"),
-        Isolation::None => session.tmp_dir(),
+        Isolation::Jail | Isolation::Auto => PathBuf::from("/tmp"),
+        Isolation::Landlock | Isolation::None => session.tmp_dir(),
     }
 }
 

@@ -29,6 +29,39 @@ pub fn user_namespace() -> io::Result<()> {
     }
 }
 
+/// Whether this process may create a user namespace with mount and PID
+/// namespaces, the way the holder does, measured the cheap way: a child
+/// made by `clone` with those flags, which exits at once. (Docker's default
+/// seccomp profile and `user.max_user_namespaces = 0` fail the clone; so does
+/// Ubuntu's AppArmor restriction, which leaves the new namespace without
+/// the capability a mount namespace needs.)
+pub fn can_make_user_namespace() -> bool {
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::SIGCHLD;
+    // SAFETY: a fork-like clone (no new stack); the child only calls _exit,
+    // which is async-signal-safe, so a multi-threaded parent is fine too.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: leaves the child at once, without running any handler.
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child made above.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) };
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 /// The Landlock ABI version the kernel offers, if any.
 pub fn landlock_abi() -> io::Result<i64> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;

@@ -305,17 +305,65 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// (32-bit `int 0x80`, aarch32) kills the process, since the table's numbers do not apply
 /// to it.
 pub fn build_filter() -> anyhow::Result<BpfProgram> {
+    build_from(DENY_LIST)
+}
+
+/// Socket families a Landlock session may not open, on top of [`DENY_LIST`]:
+/// Unix sockets always (without a mount namespace every socket file of the
+/// host, `/run/docker.sock` or the system bus, is a `connect` away, and
+/// Landlock does not confine `connect`; `socketpair` stays allowed), and IP
+/// sockets too without the network (Landlock's network rules cover TCP
+/// only, not UDP or raw sockets).
+pub fn landlock_extra(network: bool) -> &'static [Denied] {
+    const UNIX: &[u32] = &[libc::AF_UNIX as u32];
+    const UNIX_AND_IP: &[u32] = &[
+        libc::AF_UNIX as u32,
+        libc::AF_INET as u32,
+        libc::AF_INET6 as u32,
+    ];
+    const WITH_NETWORK: &[Denied] = &[Denied {
+        name: "socket",
+        nr: libc::SYS_socket,
+        errno: libc::EAFNOSUPPORT,
+        when: When::OneOf {
+            arg: 0,
+            values: UNIX,
+        },
+    }];
+    const WITHOUT_NETWORK: &[Denied] = &[Denied {
+        name: "socket",
+        nr: libc::SYS_socket,
+        errno: libc::EAFNOSUPPORT,
+        when: When::OneOf {
+            arg: 0,
+            values: UNIX_AND_IP,
+        },
+    }];
+    if network {
+        WITH_NETWORK
+    } else {
+        WITHOUT_NETWORK
+    }
+}
+
+/// The second filter of a Landlock session (see [`landlock_extra`]); it is
+/// installed after [`build_filter`]'s, and the kernel applies both.
+pub fn build_landlock_filter(network: bool) -> anyhow::Result<BpfProgram> {
+    build_from(landlock_extra(network))
+}
+
+fn build_from(table: &[Denied]) -> anyhow::Result<BpfProgram> {
     let mut prog = x32_guard();
     // seccompiler gives one action to a whole filter, so compile one filter per errno and
     // chain them: a call no group denies falls through to the next group.
     let mut errnos: Vec<i32> = Vec::new();
-    for d in DENY_LIST {
+    for d in table {
         if !errnos.contains(&d.errno) {
             errnos.push(d.errno);
         }
     }
     for (i, &errno) in errnos.iter().enumerate() {
-        let mut group = compile_group(errno)?;
+        let mut group = compile_group(table, errno)?;
         if i + 1 < errnos.len() {
             fall_through_on_allow(&mut group);
         }
@@ -330,9 +378,9 @@ pub fn build_filter() -> anyhow::Result<BpfProgram> {
 }
 
 /// Compiles the rows of the deny-list that answer with `errno` into one stand-alone program.
-fn compile_group(errno: i32) -> anyhow::Result<BpfProgram> {
+fn compile_group(table: &[Denied], errno: i32) -> anyhow::Result<BpfProgram> {
     let mut rules = std::collections::BTreeMap::new();
-    for d in DENY_LIST.iter().filter(|d| d.errno == errno) {
+    for d in table.iter().filter(|d| d.errno == errno) {
         let previous = rules.insert(d.nr, rules_for(d.when)?);
         anyhow::ensure!(previous.is_none(), "{} is listed twice", d.name);
     }

@@ -95,12 +95,7 @@ fn serve(
     if req.interpreter {
         return super::live::serve(conn, holder, &req, fds);
     }
-    let cwd_reset = !usable_dir(Path::new(&req.cwd));
-    let cwd = if cwd_reset {
-        &req.fallback_cwd
-    } else {
-        &req.cwd
-    };
+    let (cwd, cwd_reset) = start_dir(&req);
     let program = resolve_program(&req)?;
     let prepared = Prepared::new(&program, &req, cwd)?;
 
@@ -233,6 +228,21 @@ impl Prepared {
     }
 }
 
+/// Where the command starts: its saved cwd; else the work dir; else `/`,
+/// when a command made even the work dir unenterable (`chmod 000` on an
+/// ancestor of it in the session's own `/tmp`), so that the next command can
+/// still run and undo it. The flag says the saved cwd was not used.
+fn start_dir(req: &SpawnRequest) -> (&Path, bool) {
+    let saved = Path::new(&req.cwd);
+    if usable_dir(saved) {
+        (saved, false)
+    } else if usable_dir(Path::new(&req.fallback_cwd)) {
+        (Path::new(&req.fallback_cwd), true)
+    } else {
+        (Path::new("/"), true)
+    }
+}
+
 /// Whether the command can start in `dir`: it exists and we may enter it
 /// (a command that `chmod 000`ed its own cwd must not strand the session).
 pub(super) fn usable_dir(dir: &Path) -> bool {
@@ -271,6 +281,11 @@ pub(super) fn exec_command(p: &Prepared, fds: &[OwnedFd], limits: &[rlimits::Rli
     // the process image is replaced by execve or left with _exit.
     unsafe {
         libc::setsid();
+        // Landlock mode: enter the session's domain (first: it needs the
+        // ruleset descriptor, which the close_range below takes away).
+        if super::landlock::confine_self().is_err() {
+            fail(b"delta-sessions: cannot enter the session's Landlock domain\n");
+        }
         // Park every descriptor above the target range first, so that placing
         // fd i never overwrites a source that is still needed.
         let mut parked: Vec<RawFd> = Vec::with_capacity(fds.len());

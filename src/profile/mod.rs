@@ -28,9 +28,28 @@ pub enum Isolation {
     /// The session runs in its own namespaces (section 4 of the spec).
     #[serde(alias = "Jail")]
     Jail,
+    /// No namespaces: Landlock, seccomp, no capabilities, `no_new_privs`,
+    /// rlimits (for hosts that block user namespaces).
+    Landlock,
+    /// `Jail` where the host allows user namespaces, else `Landlock`; never
+    /// `None`. Resolved at `start`: a session's recorded profile never says
+    /// `auto`.
+    Auto,
     /// No jail: limits only.
     #[serde(alias = "None")]
     None,
+}
+
+impl Isolation {
+    /// The name used in profiles and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Jail => "jail",
+            Isolation::Landlock => "landlock",
+            Isolation::Auto => "auto",
+            Isolation::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,9 +205,11 @@ impl Profile {
                 raw.description = Some(format!("user profile {}", path.display()));
             }
         }
+        // A budget the file did not ask for adapts to what it did ask for.
+        let disk_given = raw.limits.as_ref().is_some_and(|l| l.disk.is_some());
         let base = raw::parse(builtin::default_text())
             .map_err(|e| format!("built-in profile default: {e}"))?;
-        validate::resolve(name, source, raw.over(base))
+        validate::resolve(name, source, raw.over(base), disk_given)
     }
 
     /// One line for `profiles`: the description and the main limits.
@@ -206,6 +227,12 @@ impl Profile {
             opt(l.disk_bytes, &units::format_size),
         )
     }
+}
+
+/// What Landlock mode cannot hold, checked once `auto` became `landlock`
+/// (see [`validate::check_landlock`]).
+pub fn check_landlock(profile: &Profile) -> Result<(), String> {
+    validate::check_landlock(&profile.filesystem)
 }
 
 /// True when `--profile` names a file rather than a built-in.

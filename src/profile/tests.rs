@@ -44,11 +44,11 @@ fn every_builtin_parses() {
 fn builtins_match_the_spec_table() {
     use Access::*;
     let expect = [
-        ("default", Isolation::Jail, ReadWrite, Network::None),
+        ("default", Isolation::Auto, ReadWrite, Network::None),
         ("untrusted", Isolation::Jail, ReadWrite, Network::None),
-        ("network", Isolation::Jail, ReadWrite, Network::Host),
-        ("readonly", Isolation::Jail, ReadOnly, Network::None),
-        ("ci", Isolation::Jail, ReadWrite, Network::Host),
+        ("network", Isolation::Auto, ReadWrite, Network::Host),
+        ("readonly", Isolation::Auto, ReadOnly, Network::None),
+        ("ci", Isolation::Auto, ReadWrite, Network::Host),
         ("unconfined", Isolation::None, ReadWrite, Network::Host),
     ];
     assert_eq!(
@@ -82,7 +82,9 @@ fn builtins_match_the_spec_table() {
         let p = Profile::load(name).unwrap();
         match (p.isolation, p.limits.disk_bytes, p.limits.memory_bytes) {
             (Isolation::None, None, _) => {}
-            (Isolation::Jail, Some(disk), Some(memory)) => assert!(disk < memory, "{name}"),
+            (Isolation::Jail | Isolation::Auto, Some(disk), Some(memory)) => {
+                assert!(disk < memory, "{name}")
+            }
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -162,6 +164,8 @@ pass = ["TERM"]
     assert_eq!(p.limits.kill_grace_ms, 2_000);
     assert_eq!(p.limits.cpu_seconds, None);
     assert_eq!(p.limits.memory_bytes, Some(512 << 20));
+    // The budget the file did not set: half of the memory it lowered.
+    assert_eq!(p.limits.disk_bytes, Some(256 << 20));
     assert_eq!(p.limits.processes, Some(64));
     assert_eq!(p.limits.file_size_bytes, Some(3 << 29));
     assert_eq!(p.limits.open_files, Some(1024));
@@ -270,7 +274,7 @@ fn bad_values_name_the_key_and_reason() {
         ),
         (
             "isolation = \"chroot\"",
-            "isolation: \"chroot\" is not one of \"jail\", \"none\"",
+            "isolation: \"chroot\" is not one of \"auto\", \"jail\", \"landlock\", \"none\"",
         ),
         (
             "network = \"lan\"",
@@ -306,8 +310,12 @@ fn bad_values_name_the_key_and_reason() {
         ("[limits]\ndisk = 0", "limits.disk: 0B is out of range"),
         ("[limits]\ndisk = \"lots\"", "limits.disk: "),
         (
-            "isolation = \"none\"\nnetwork = \"host\"",
+            "isolation = \"none\"\nnetwork = \"host\"\n[limits]\ndisk = \"1GiB\"",
             "limits.disk: a budget needs isolation = \"jail\"",
+        ),
+        (
+            "[limits]\nmemory = \"512MiB\"\ndisk = \"512MiB\"",
+            "limits.disk: 512MiB must be below limits.memory (512MiB)",
         ),
         (
             "[env]\nset = { \"1X\" = \"a\" }",
@@ -426,7 +434,7 @@ fn json_round_trip_and_old_enum_names() {
     let back: Profile = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
     let v = serde_json::to_value(Profile::load("readonly").unwrap()).unwrap();
-    assert_eq!(v["isolation"], "jail");
+    assert_eq!(v["isolation"], "auto");
     assert_eq!(v["network"], "none");
     assert_eq!(v["filesystem"]["work_dir"], "ro");
     // profile.json written by earlier builds.
@@ -435,7 +443,9 @@ fn json_round_trip_and_old_enum_names() {
     old["network"] = "None".into();
     old["filesystem"]["work_dir"] = "ReadOnly".into();
     let back: Profile = serde_json::from_value(old).unwrap();
-    assert_eq!(back, Profile::load("readonly").unwrap());
+    let mut want = Profile::load("readonly").unwrap();
+    want.isolation = Isolation::Jail;
+    assert_eq!(back, want);
 }
 
 #[test]
@@ -476,4 +486,18 @@ fn binds_must_exist_and_be_real_paths() {
         "{err}"
     );
     assert!(err.contains(&real.display().to_string()), "{err}");
+}
+
+#[test]
+fn an_unasked_disk_budget_adapts_to_the_file() {
+    let (_d, _l, r) = user("isolation = \"none\"\nnetwork = \"host\"\n");
+    assert_eq!(r.unwrap().limits.disk_bytes, None, "no jail, no budget");
+    let (_d, _l, r) = user("[limits]\nmemory = \"8GiB\"\n");
+    assert_eq!(
+        r.unwrap().limits.disk_bytes,
+        Some(1 << 30),
+        "default's budget fits"
+    );
+    let (_d, _l, r) = user("[limits]\nmemory = \"unlimited\"\n");
+    assert_eq!(r.unwrap().limits.disk_bytes, Some(1 << 30));
 }

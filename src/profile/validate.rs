@@ -34,7 +34,17 @@ const MAX_HOSTNAME: usize = 64;
 type Check<T> = Result<T, String>;
 
 /// Resolves `raw` (every key present, as after `over(default)`).
-pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Profile> {
+///
+/// `disk_given`: the file itself sets `limits.disk`. When it does not, the
+/// budget taken from `default` adapts instead of failing a check the file
+/// never asked for: none without a jail, and at most half of a `memory`
+/// the file lowered below it.
+pub fn resolve(
+    name: &str,
+    source: Option<PathBuf>,
+    mut raw: RawProfile,
+    disk_given: bool,
+) -> Check<Profile> {
     let description = raw.description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
         return Err(format!(
@@ -42,9 +52,17 @@ pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Pr
         ));
     }
     let isolation = match raw.isolation.as_deref() {
+        Some("auto") => Isolation::Auto,
         Some("jail") => Isolation::Jail,
+        Some("landlock") => Isolation::Landlock,
         Some("none") => Isolation::None,
-        other => return Err(bad_choice("isolation", other, &["jail", "none"])),
+        other => {
+            return Err(bad_choice(
+                "isolation",
+                other,
+                &["auto", "jail", "landlock", "none"],
+            ))
+        }
     };
     let network = match raw.network.as_deref() {
         Some("none") => Network::None,
@@ -54,6 +72,21 @@ pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Pr
     let hostname = raw.hostname.unwrap_or_default();
     check_hostname(&hostname)?;
     let filesystem = filesystem(raw.filesystem.unwrap_or_default())?;
+    if !disk_given {
+        let none = raw.isolation.as_deref() == Some("none");
+        if let Some(l) = raw.limits.as_mut() {
+            if none {
+                l.disk = Some(Scalar::Text("unlimited".into()));
+            } else if let (Some(memory), Some(disk)) = (l.memory.clone(), l.disk.clone()) {
+                let bytes = |v| optional(Some(v)).map(|v| size("", Some(v))).transpose();
+                if let (Ok(Some(m)), Ok(Some(d))) = (bytes(memory), bytes(disk)) {
+                    if d >= m {
+                        l.disk = Some(Scalar::Int((m / 2) as i64));
+                    }
+                }
+            }
+        }
+    }
     let limits = limits(raw.limits.unwrap_or_default())?;
     let env = env(raw.env.unwrap_or_default())?;
     if isolation == Isolation::None {
@@ -86,6 +119,9 @@ pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Pr
             );
         }
     }
+    if isolation == Isolation::Landlock {
+        check_landlock(&filesystem)?;
+    }
     Ok(Profile {
         name: name.to_string(),
         description,
@@ -97,6 +133,20 @@ pub fn resolve(name: &str, source: Option<PathBuf>, raw: RawProfile) -> Check<Pr
         env,
         hostname,
     })
+}
+
+/// What Landlock mode cannot do, refused rather than ignored: Landlock
+/// grants whole trees and has no way to hide a path inside one.
+pub fn check_landlock(filesystem: &Filesystem) -> Check<()> {
+    if !filesystem.masked.is_empty() {
+        return Err(
+            "filesystem.masked: needs isolation = \"jail\" (Landlock grants whole \
+            trees and cannot hide a path inside one; a path outside the work dir and the binds \
+            is unreachable anyway)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn bad_choice(key: &str, got: Option<&str>, choices: &[&str]) -> String {
@@ -266,6 +316,18 @@ fn limits(raw: RawLimits) -> Check<Limits> {
             Some(n)
         }
     };
+    if let (Some(disk), Some(memory)) = (disk_bytes, memory_bytes) {
+        // The tmpfs is memory, counted against the session's memory cgroup:
+        // a budget that reaches the limit would end in the OOM killer, not
+        // in "No space left on device".
+        if disk >= memory {
+            return Err(format!(
+                "limits.disk: {} must be below limits.memory ({}): /tmp and $HOME are held in memory",
+                format_size(disk),
+                format_size(memory)
+            ));
+        }
+    }
     Ok(Limits {
         timeout_ms,
         kill_grace_ms,

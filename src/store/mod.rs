@@ -660,6 +660,7 @@ mod tests {
             work_dir: "/".into(),
             execution_count: 0,
             profile: "default".into(),
+            isolation: None,
             holder: None,
             history_bytes: Some(0),
             pending: false,

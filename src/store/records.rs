@@ -49,6 +49,11 @@ pub struct Metadata {
     pub work_dir: PathBuf,
     pub execution_count: u64,
     pub profile: String,
+    /// What sandboxes the session: `jail`, `landlock` or `none` (never
+    /// `auto`, which `start` resolves). Absent in sessions recorded before
+    /// Landlock mode existed, which were jails or `none` as `holder.jailed` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::profile::Isolation>,
     pub holder: Option<HolderRecord>,
     /// Size of history.log when `execution_count` was last settled (see
     /// `SessionDir::count_exec`).

@@ -290,6 +290,15 @@ pub struct AnchorSummary {
     pub view: Vec<ViewRoot>,
     #[serde(default)]
     pub root_jail_id: Option<u32>,
+    #[serde(default)]
+    pub profile: SummaryProfile,
+}
+
+/// The part of an anchor's profile that other sessions' checks need.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SummaryProfile {
+    #[serde(default)]
+    pub isolation: Option<crate::profile::Isolation>,
 }
 
 /// The host directories a profile shows a jail, work dir first.
@@ -382,6 +391,9 @@ pub struct Known {
     /// Its jail may run (now or after a rebuild): its view matters.
     pub live: bool,
     pub view: Vec<Placed>,
+    /// A Landlock-mode session: nothing in its view is masked, so it sees
+    /// its own sessions dir (and every session recorded there) whole.
+    pub unmasked: bool,
 }
 
 /// A session about to start.
@@ -392,6 +404,8 @@ pub struct Candidate {
     /// Every view root (the work dir first).
     pub view: Vec<Placed>,
     pub state_dir: Placed,
+    /// Landlock mode (see [`Known::unmasked`]).
+    pub unmasked: bool,
 }
 
 /// The rule that keeps the control plane out of every jail's view.
@@ -468,6 +482,30 @@ pub fn check_layout(c: &Candidate, others: &[Known]) -> Result<(), String> {
             continue;
         };
         let same_dir = c.sessions_dir.id == Some(theirs);
+        // Landlock grants the work dir whole, `.sessions/` with it: a
+        // Landlock session may share its sessions dir with no live session,
+        // whose records (and for `state.json`, what its shell runs) it
+        // could otherwise read and change.
+        let new_sees = c.unmasked
+            && c.view
+                .iter()
+                .any(|r| r.id.is_some() && r.sees(&c.sessions_dir));
+        let old_sees = o.unmasked && o.view.iter().any(|w| w.sees(&o.sessions_dir));
+        if same_dir && o.live && (new_sees || old_sees) {
+            let who = if new_sees {
+                "the new session would run in Landlock mode"
+            } else {
+                "that session runs in Landlock mode"
+            };
+            return Err(format!(
+                "the sessions dir {} holds the live session {} and {who}, where a session can read \
+                 and change every record of its own sessions dir (Landlock cannot hide a directory \
+                 inside the work dir); give each Landlock session its own sessions dir \
+                 (--sessions-dir DIR outside the work dir), or end that session first",
+                c.sessions_dir.path.display(),
+                o.session_id
+            ));
+        }
         if !same_dir {
             for root in &c.view {
                 if root.id.is_none() {
@@ -913,6 +951,7 @@ mod tests {
     fn a_sessions_dir_shown_by_a_mount_inside_a_view_is_found() {
         // /w/data is a bind of /shared: a jail seeing /w sees /shared/.sessions.
         let other = Known {
+            unmasked: false,
             session_id: "sess_ffffffffffff".into(),
             sessions_dir: located(
                 placed("/shared/.sessions", &[21, 20, 1]),
@@ -940,6 +979,7 @@ mod tests {
         assert!(check_layout(&c2, &[]).is_err());
         // The other way: a live jail whose work dir has that mount.
         let live = Known {
+            unmasked: false,
             session_id: "sess_999999999999".into(),
             sessions_dir: located(placed("/w/.sessions", &[3, 2, 1]), "8:1", "/w/.sessions"),
             live: true,
@@ -954,10 +994,52 @@ mod tests {
     }
 
     #[test]
+    fn a_landlock_session_shares_a_sessions_dir_in_its_view_with_no_live_session() {
+        let w = || placed("/w", &[2, 1]);
+        let own = || placed("/w/.sessions", &[3, 2, 1]);
+        let other = |unmasked, live| Known {
+            unmasked,
+            session_id: "sess_aaaaaaaaaaaa".into(),
+            sessions_dir: own(),
+            live,
+            view: vec![w()],
+        };
+        // A jail next to a jail: fine (each masks W/.sessions).
+        let mut c = candidate(own(), w());
+        assert_eq!(check_layout(&c, &[other(false, true)]), Ok(()));
+        // A Landlock session would see the live jail's records, and back.
+        c.unmasked = true;
+        let e = check_layout(&c, &[other(false, true)]).unwrap_err();
+        assert!(
+            e.contains("sess_aaaaaaaaaaaa") && e.contains("Landlock"),
+            "{e}"
+        );
+        c.unmasked = false;
+        let e = check_layout(&c, &[other(true, true)]).unwrap_err();
+        assert!(e.contains("that session runs in Landlock mode"), "{e}");
+        // Ended sessions run nothing that could read.
+        c.unmasked = true;
+        assert_eq!(check_layout(&c, &[other(true, false)]), Ok(()));
+        // A sessions dir outside the view may be shared: each Landlock
+        // session is granted only its own session's tmp and home there.
+        let outside = || placed("/elsewhere/s", &[7, 6, 1]);
+        let c = Candidate {
+            unmasked: true,
+            ..candidate(outside(), w())
+        };
+        let theirs = Known {
+            sessions_dir: outside(),
+            ..other(true, true)
+        };
+        assert_eq!(check_layout(&c, &[theirs]), Ok(()));
+    }
+
+    #[test]
     fn a_sessions_dir_behind_a_bind_mount_of_a_subdirectory_is_found() {
         // /mnt/alias is a bind of /w/sub: the sessions dir /mnt/alias/.sessions
         // has no identity of /w among its path's ancestors.
         let other = Known {
+            unmasked: false,
             session_id: "sess_eeeeeeeeeeee".into(),
             sessions_dir: located(placed("/w/.sessions", &[3, 2, 1]), "8:1", "/w/.sessions"),
             live: true,
@@ -980,6 +1062,7 @@ mod tests {
     // /elsewhere = 6, /elsewhere/s = 7, /state = 8, /p = 9 (a bind mount of /w: same id 2).
     fn candidate(sessions: Placed, work: Placed) -> Candidate {
         Candidate {
+            unmasked: false,
             view: vec![work.clone()],
             sessions_dir: sessions,
             work_dir: work,
@@ -994,6 +1077,7 @@ mod tests {
         // Not yet created: judged from its parent.
         let c = candidate(placed("/w/.sessions", &[]), placed("/w", &[2, 1]));
         let c = Candidate {
+            unmasked: false,
             sessions_dir: Placed {
                 ancestry: vec![id(2), id(1)],
                 ..c.sessions_dir.clone()
@@ -1047,6 +1131,7 @@ mod tests {
     #[test]
     fn another_sessions_dir_inside_the_view_is_refused_even_through_a_bind_mount_alias() {
         let other = Known {
+            unmasked: false,
             session_id: "sess_aaaaaaaaaaaa".into(),
             sessions_dir: placed("/w/sub/.sessions", &[5, 4, 2, 1]),
             live: false,
@@ -1063,6 +1148,7 @@ mod tests {
     #[test]
     fn a_sessions_dir_inside_a_live_jails_view_is_refused() {
         let other = Known {
+            unmasked: false,
             session_id: "sess_bbbbbbbbbbbb".into(),
             sessions_dir: placed("/elsewhere/s", &[7, 6, 1]),
             live: true,
@@ -1073,6 +1159,7 @@ mod tests {
             placed("/elsewhere/work", &[11, 6, 1]),
         );
         let c = Candidate {
+            unmasked: false,
             sessions_dir: Placed {
                 ancestry: vec![id(4), id(2), id(1)],
                 ..c.sessions_dir.clone()
@@ -1083,6 +1170,7 @@ mod tests {
         assert!(e.contains("sess_bbbbbbbbbbbb"), "{e}");
         // An ended session's jail never runs again: only its files matter.
         let ended = Known {
+            unmasked: false,
             live: false,
             ..other
         };
@@ -1092,6 +1180,7 @@ mod tests {
     #[test]
     fn sessions_sharing_a_sessions_dir_and_work_dir_are_allowed() {
         let other = Known {
+            unmasked: false,
             session_id: "sess_cccccccccccc".into(),
             sessions_dir: placed("/w/.sessions", &[3, 2, 1]),
             live: true,

@@ -283,6 +283,112 @@ pub struct Sandbox {
     pub work: PathBuf,
     pub sessions: PathBuf,
     started: Mutex<Vec<(String, Option<Holder>)>>,
+    /// Every command runs as on a host that blocks user namespaces (see
+    /// [`Sandbox::without_user_namespaces`]).
+    no_user_namespaces: Option<std::sync::Arc<NoUserNamespaces>>,
+}
+
+/// Seccomp filters that make a host without user namespaces the way
+/// Docker's default profile does: `unshare` and `clone` with
+/// `CLONE_NEWUSER` fail with EPERM, and `clone3` (whose flags seccomp cannot
+/// see) with ENOSYS, so that callers fall back to `clone`.
+pub struct NoUserNamespaces {
+    filters: Vec<Vec<libc::sock_filter>>,
+}
+
+impl NoUserNamespaces {
+    pub fn new() -> Self {
+        use seccompiler::{
+            SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+            SeccompRule,
+        };
+        #[cfg(target_arch = "x86_64")]
+        let arch = seccompiler::TargetArch::x86_64;
+        #[cfg(target_arch = "aarch64")]
+        let arch = seccompiler::TargetArch::aarch64;
+        let newuser = libc::CLONE_NEWUSER as u64;
+        let flag_rule = |arg| {
+            SeccompRule::new(vec![SeccompCondition::new(
+                arg,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(newuser),
+                newuser,
+            )
+            .unwrap()])
+            .unwrap()
+        };
+        let eperm = SeccompFilter::new(
+            [
+                (libc::SYS_unshare, vec![flag_rule(0)]),
+                (libc::SYS_clone, vec![flag_rule(0)]),
+            ]
+            .into_iter()
+            .collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .unwrap();
+        let enosys = SeccompFilter::new(
+            [(libc::SYS_clone3, vec![])].into_iter().collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .unwrap();
+        let filters = [eperm, enosys]
+            .into_iter()
+            .map(|f| {
+                let prog: seccompiler::BpfProgram = f.try_into().unwrap();
+                prog.iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.code,
+                        jt: i.jt,
+                        jf: i.jf,
+                        k: i.k,
+                    })
+                    .collect()
+            })
+            .collect();
+        NoUserNamespaces { filters }
+    }
+
+    /// Makes `c` run under the filters.
+    pub fn apply(self: &std::sync::Arc<Self>, c: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        let me = self.clone();
+        // SAFETY: between fork and exec only prctl and seccomp are called,
+        // on programs built before the fork (async-signal-safe).
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for f in &me.filters {
+                    let prog = libc::sock_fprog {
+                        len: f.len() as u16,
+                        filter: f.as_ptr() as *mut libc::sock_filter,
+                    };
+                    if libc::syscall(
+                        libc::SYS_seccomp,
+                        libc::SECCOMP_SET_MODE_FILTER,
+                        0,
+                        &prog as *const libc::sock_fprog,
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Default for NoUserNamespaces {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Default for Sandbox {
@@ -293,6 +399,10 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Self::made(None)
+    }
+
+    fn made(no_user_namespaces: Option<std::sync::Arc<NoUserNamespaces>>) -> Sandbox {
         let base = scratch_base();
         let dir = tempfile::Builder::new()
             .prefix("ds-test-")
@@ -309,7 +419,14 @@ impl Sandbox {
             work: work.clone(),
             sessions: work.join(".sessions"),
             started: Mutex::new(Vec::new()),
+            no_user_namespaces,
         }
+    }
+
+    /// A sandbox whose every command runs as on a host that blocks user
+    /// namespaces (a container under Docker's default seccomp profile).
+    pub fn without_user_namespaces() -> Sandbox {
+        Self::made(Some(std::sync::Arc::new(NoUserNamespaces::new())))
     }
 
     pub fn sessions_arg(&self) -> String {
@@ -319,11 +436,19 @@ impl Sandbox {
     /// The binary with `--sessions-dir` set, run in the work dir, with a clean
     /// `DELTA_SESSIONS_DIR`.
     pub fn command(&self) -> Command {
+        self.command_in(&self.sessions)
+    }
+
+    /// [`Sandbox::command`] with another sessions dir.
+    pub fn command_in(&self, sessions: &Path) -> Command {
         let mut c = Command::new(bin());
         c.arg("--sessions-dir")
-            .arg(&self.sessions)
+            .arg(sessions)
             .current_dir(&self.work)
             .env_remove("DELTA_SESSIONS_DIR");
+        if let Some(filters) = &self.no_user_namespaces {
+            filters.apply(&mut c);
+        }
         c
     }
 

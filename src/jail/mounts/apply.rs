@@ -80,7 +80,7 @@ pub fn open_sources(plan: &Plan) -> io::Result<Vec<OwnedFd>> {
 }
 
 /// Opens `path` as an `O_PATH` descriptor, optionally refusing every symlink on the way.
-pub(crate) fn open_path(path: &Path, follow_symlinks: bool) -> io::Result<OwnedFd> {
+pub fn open_path(path: &Path, follow_symlinks: bool) -> io::Result<OwnedFd> {
     let cpath = cstring(path)?;
     let how = OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,

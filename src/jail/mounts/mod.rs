@@ -4,5 +4,7 @@
 pub mod apply;
 pub mod plan;
 
-pub use apply::{build, make_private, open_sources};
-pub use plan::{plan, Plan, RealHost, RootfsSpec, SYSTEM_PATHS};
+pub use apply::{build, make_private, open_path, open_sources};
+pub use plan::{
+    plan, HostKind, HostView, Plan, RealHost, RootfsSpec, DEVICES, ETC_SECRETS, SYSTEM_PATHS,
+};

@@ -1,0 +1,282 @@
+//! Landlock mode, black-box, on a host made to block user namespaces the way
+//! Docker's default seccomp profile does (see
+//! [`Sandbox::without_user_namespaces`]): `auto` picks Landlock, `untrusted`
+//! fails closed, and each row Landlock mode claims in docs/security.md holds.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::path::Path;
+
+/// A sandbox on a host without user namespaces, or `None` (with a note) when
+/// this kernel has no Landlock to fall back to.
+fn host() -> Option<Sandbox> {
+    // SAFETY: the version query reads no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    if abi < 6 {
+        eprintln!("skipped: Landlock ABI {abi} (these tests need ABI 6, Linux 6.12)");
+        return None;
+    }
+    Some(Sandbox::without_user_namespaces())
+}
+
+fn out(sb: &Sandbox, id: &str, command: &str) -> String {
+    let v = sb.exec(id, command);
+    format!(
+        "{}{}",
+        v["stdout"].as_str().unwrap(),
+        v["stderr"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn auto_picks_landlock_and_says_so_everywhere() {
+    let Some(sb) = host() else { return };
+    let v = sb.start_json(&[]);
+    assert_eq!(v["isolation"], "landlock", "{v}");
+    let id = v["session_id"].as_str().unwrap().to_string();
+    assert_eq!(sb.metadata(&id)["isolation"], "landlock");
+    let list = sb.run(&["list"], b"").json();
+    assert_eq!(list[0]["isolation"], "landlock", "{list}");
+    // A real session: state persists, limits apply.
+    assert_eq!(out(&sb, &id, "cd /usr; export A=1; f() { echo f$A; }"), "");
+    assert_eq!(out(&sb, &id, "pwd; f; ulimit -u"), "/usr\nf1\n1024\n");
+    let doctor = sb.run(&["doctor"], b"");
+    assert!(doctor.stdout.contains("landlock"), "{}", doctor.stdout);
+}
+
+#[test]
+fn untrusted_fails_closed_and_nothing_falls_back_to_unconfined() {
+    let Some(sb) = host() else { return };
+    let r = sb.run(&["start", "--profile", "untrusted"], b"");
+    r.assert_error(&["user namespace"]);
+    let entries = std::fs::read_dir(&sb.sessions)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(entries, 0, "a refused start leaves no session");
+    for profile in ["default", "network", "readonly", "ci"] {
+        let v = sb.start_json(&["--profile", profile]);
+        assert_eq!(v["isolation"], "landlock", "{profile}: {v}");
+        let id = v["session_id"].as_str().unwrap();
+        assert_eq!(sb.end(id).status, 0);
+    }
+}
+
+#[test]
+fn the_filesystem_is_the_work_dir_the_sessions_dirs_and_the_system_read_only() {
+    let Some(sb) = host() else { return };
+    let secret = sb.dir.path().join("secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let id = sb.start(&[]);
+    let s = secret.display();
+    let d = sb.dir.path().display();
+    let checks = [
+        ("cat /etc/passwd >/dev/null && echo ok", "ok\n"),
+        ("ls /usr/bin/env", "/usr/bin/env\n"),
+        ("cat /etc/shadow 2>&1 >/dev/null | grep -c denied", "1\n"),
+        ("cat /etc/gshadow 2>&1 >/dev/null | grep -c denied", "1\n"),
+        ("ls /root 2>&1 | grep -c denied", "1\n"),
+        ("ls /home 2>&1 | grep -c denied", "1\n"),
+        ("ls /tmp 2>&1 | grep -c denied", "1\n"),
+        (&*format!("cat {s} 2>&1 | grep -c denied"), "1\n"),
+        (&*format!("touch {d}/planted 2>&1 | grep -c denied"), "1\n"),
+        ("touch /usr/planted 2>&1 | grep -c denied", "1\n"),
+        ("echo w > made && cat made", "w\n"),
+        ("echo t > $TMPDIR/t && cat $TMPDIR/t", "t\n"),
+        ("echo h > ~/h && cat ~/h", "h\n"),
+        ("echo n > /dev/null && echo dev", "dev\n"),
+    ];
+    for (command, want) in checks {
+        assert_eq!(out(&sb, &id, command), want, "{command}");
+    }
+    assert!(!sb.dir.path().join("planted").exists());
+    assert!(!Path::new("/usr/planted").exists());
+
+    // Its own work dir: this one holds the first session's sessions dir.
+    let elsewhere = sb.dir.path().join("ro-sessions");
+    let ro_work = sb.dir.path().join("ro-work");
+    std::fs::create_dir(&ro_work).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut c = sb.command_in(&elsewhere);
+        c.args(args);
+        run_command(c, stdin)
+    };
+    let ro = run(
+        &[
+            "start",
+            "--profile",
+            "readonly",
+            "--work-dir",
+            ro_work.to_str().unwrap(),
+        ],
+        b"",
+    )
+    .json();
+    let ro_id = ro["session_id"].as_str().unwrap();
+    let r = run(
+        &["exec", ro_id],
+        b"touch nope 2>&1 | grep -c denied; echo x > $TMPDIR/x && cat $TMPDIR/x",
+    );
+    assert_eq!(r.json()["stdout"], "1\nx\n", "{}", r.stdout);
+    assert_eq!(run(&["end", ro_id], b"").status, 0);
+}
+
+#[test]
+fn no_network_means_no_ip_socket_and_no_unix_socket_either_way() {
+    let Some(sb) = host() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let id = sb.start(&[]);
+    let py = |code: &str| format!("python3 -c '{code}' 2>&1 | tail -1");
+    let tcp = out(
+        &sb,
+        &id,
+        &py(&format!(
+            "import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)"
+        )),
+    );
+    assert!(tcp.contains("Errno 97"), "TCP: {tcp}");
+    let udp = out(
+        &sb,
+        &id,
+        &py("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"),
+    );
+    assert!(udp.contains("Errno 97"), "UDP: {udp}");
+    let unix = out(
+        &sb,
+        &id,
+        &py("import socket; socket.socket(socket.AF_UNIX)"),
+    );
+    assert!(unix.contains("Errno 97"), "unix: {unix}");
+    let pair = out(
+        &sb,
+        &id,
+        &py("import socket; socket.socketpair(); print(\"pair\")"),
+    );
+    assert_eq!(pair, "pair\n");
+    let mut buf = [0u8; 1];
+    match listener.accept() {
+        Ok((mut s, _)) => panic!("a connection arrived: {:?}", s.read(&mut buf)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+}
+
+#[test]
+fn with_the_host_network_tcp_works_but_unix_sockets_stay_closed() {
+    let Some(sb) = host() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = sb.start(&["--profile", "network"]);
+    let v = sb.exec(
+        &id,
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected; python3 -c 'import socket; socket.socket(socket.AF_UNIX)' 2>&1 | tail -1"),
+    );
+    assert_eq!(
+        v["stdout"], "connected\nOSError: [Errno 97] Address family not supported by protocol\n",
+        "{v}"
+    );
+}
+
+#[test]
+fn host_processes_and_the_holder_cannot_be_signalled_and_all_dies_at_end() {
+    let Some(sb) = host() else { return };
+    let id = sb.start(&[]);
+    let me = std::process::id();
+    let (holder, _) = sb.holder(&id).unwrap();
+    let v = sb.exec(
+        &id,
+        &format!("kill -0 {me} 2>&1; kill -9 {holder} 2>&1; echo sent"),
+    );
+    let text = v["stdout"].as_str().unwrap();
+    assert_eq!(text.matches("Operation not permitted").count(), 2, "{v}");
+    assert!(text.ends_with("sent\n"), "{v}");
+    let marker = unique_sleep_arg();
+    sb.exec(
+        &id,
+        &format!("sleep {marker} & setsid sleep {marker} & (setsid sh -c 'sleep {marker}' &) ; echo started"),
+    );
+    assert_eq!(out(&sb, &id, "echo next"), "next\n");
+    // Three sleeps (and the `sh` that runs one of them).
+    assert!(
+        procs_with_marker(&marker).len() >= 3,
+        "background jobs survive an exec"
+    );
+    assert_eq!(sb.end(&id).status, 0);
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || procs_with_marker(
+            &marker
+        )
+        .is_empty()),
+        "a process outlived end: {:?}",
+        procs_with_marker(&marker)
+    );
+}
+
+#[test]
+fn a_landlock_session_never_shares_a_sessions_dir_it_can_read() {
+    let Some(sb) = host() else { return };
+    let first = sb.start(&[]);
+    let r = sb.run(&["start"], b"");
+    let e = r.assert_error(&["Landlock", &first, "--sessions-dir"]);
+    assert!(e.contains(sb.sessions.to_str().unwrap()), "{e}");
+    // Outside the work dir, sessions may share a sessions dir: each is
+    // granted only its own tmp and home there.
+    let shared = sb.dir.path().join("shared");
+    let s = shared.to_str().unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut c = sb.command_in(&shared);
+        c.args(args);
+        run_command(c, stdin)
+    };
+    // (Their work dir may not hold the first session's sessions dir.)
+    assert_eq!(sb.end(&first).status, 0);
+    std::fs::remove_dir_all(&sb.sessions).unwrap();
+    let a = run(&["start"], b"").json()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = run(&["start"], b"").json()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let exec = |id: &str, cmd: &[u8]| run(&["exec", id], cmd).json();
+    assert_eq!(
+        exec(&a, b"echo private > ~/note; echo ok")["stdout"],
+        "ok\n"
+    );
+    let other_home = shared.join(&a).join("home/note");
+    let v = exec(
+        &b,
+        format!(
+            "cat {} 2>&1 | grep -c denied; ls {s} 2>&1 | grep -c denied",
+            other_home.display()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(v["stdout"], "1\n1\n", "{v}");
+    for id in [&a, &b] {
+        assert_eq!(run(&["end", id], b"").status, 0);
+    }
+}
+
+#[test]
+fn python_sessions_live_in_landlock_mode_too() {
+    let Some(sb) = host() else { return };
+    if !have_program("python3") {
+        return;
+    }
+    let id = sb.start(&["--", "python3"]);
+    assert_eq!(out(&sb, &id, "x = 41"), "");
+    assert_eq!(out(&sb, &id, "print(x + 1)"), "42\n");
+    let denied = out(&sb, &id, "open('/etc/shadow')");
+    assert!(denied.contains("PermissionError"), "{denied}");
+}
