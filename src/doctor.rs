@@ -34,7 +34,7 @@ fn user_namespaces() -> Check {
         Ok(()) => Check {
             name: "user namespaces",
             ok: true,
-            required: true,
+            required: false,
             detail: if apparmor {
                 "available (AppArmor restricts them for other programs)".into()
             } else {
@@ -45,8 +45,10 @@ fn user_namespaces() -> Check {
         Err(e) => Check {
             name: "user namespaces",
             ok: false,
-            required: true,
-            detail: format!("cannot create one: {e}"),
+            required: false,
+            detail: format!(
+                "cannot create one: {e}; sessions get Landlock mode (profile untrusted refuses to start)"
+            ),
             fix: fix.or_else(|| {
                 apparmor.then(|| {
                     "Ubuntu's AppArmor restricts them: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, \
@@ -77,25 +79,50 @@ fn seccomp() -> Check {
 
 fn landlock() -> Check {
     match probe::landlock_abi() {
-        Ok(v) => {
-            Check {
-                name: "landlock",
-                ok: v >= 6,
-                required: false,
-                detail: if v >= 6 {
-                    format!("ABI version {v}: jails are scoped (no host abstract Unix socket or signal)")
-                } else {
-                    format!("ABI version {v}: no scopes (ABI 6), so a jail with the host network can reach the host's abstract Unix sockets")
-                },
-                fix: (v < 6).then(|| "optional: Linux 6.12 or newer".into()),
-            }
-        }
+        Ok(v) => Check {
+            name: "landlock",
+            ok: v >= 6,
+            required: false,
+            detail: if v >= 6 {
+                format!("ABI version {v}: jails are scoped (no host abstract Unix socket or signal); Landlock mode available")
+            } else {
+                format!("ABI version {v}: no scopes (ABI 6), so a jail with the host network can reach the host's abstract Unix sockets")
+            },
+            fix: (v < 6).then(|| "optional: Linux 6.12 or newer".into()),
+        },
         Err(e) => Check {
             name: "landlock",
             ok: false,
             required: false,
-            detail: format!("not available ({e}); the jail does not need it"),
+            detail: format!("not available ({e}); the jail does not need it, Landlock mode does"),
             fix: Some("optional: boot with lsm=...,landlock to add it".into()),
+        },
+    }
+}
+
+/// What a `start` with the default profile (`isolation = "auto"`) gets here.
+fn isolation() -> Check {
+    use crate::profile::Isolation;
+    match crate::jail::resolve_isolation(Isolation::Auto) {
+        Ok((chosen, why)) => Check {
+            name: "isolation",
+            ok: true,
+            required: true,
+            detail: format!("start picks {}: {why}", chosen.as_str()),
+            fix: (chosen == Isolation::Landlock).then(|| {
+                "optional: allow user namespaces for the full jail (see the user namespaces line)"
+                    .into()
+            }),
+        },
+        Err(e) => Check {
+            name: "isolation",
+            ok: false,
+            required: true,
+            detail: format!("{e:#}"),
+            fix: Some(
+                "allow user namespaces or enable Landlock; or start with --profile unconfined on purpose"
+                    .into(),
+            ),
         },
     }
 }
@@ -221,6 +248,7 @@ fn state_dir() -> Check {
 pub fn run() -> i32 {
     let checks = [
         user_namespaces(),
+        isolation(),
         seccomp(),
         pidfd(),
         landlock(),
@@ -253,7 +281,7 @@ pub fn run() -> i32 {
         }
         1
     } else {
-        println!("\nThis host can run delta-sessions jails.");
+        println!("\nThis host can run delta-sessions sessions (see the isolation line for which sandbox).");
         0
     }
 }

@@ -50,7 +50,11 @@ fn auto_picks_landlock_and_says_so_everywhere() {
     assert_eq!(out(&sb, &id, "cd /usr; export A=1; f() { echo f$A; }"), "");
     assert_eq!(out(&sb, &id, "pwd; f; ulimit -u"), "/usr\nf1\n1024\n");
     let doctor = sb.run(&["doctor"], b"");
-    assert!(doctor.stdout.contains("landlock"), "{}", doctor.stdout);
+    assert!(
+        doctor.stdout.contains("start picks landlock"),
+        "{}",
+        doctor.stdout
+    );
 }
 
 #[test]
@@ -279,4 +283,35 @@ fn python_sessions_live_in_landlock_mode_too() {
     assert_eq!(out(&sb, &id, "print(x + 1)"), "42\n");
     let denied = out(&sb, &id, "open('/etc/shadow')");
     assert!(denied.contains("PermissionError"), "{denied}");
+}
+
+/// A command that replaces its own `$HOME` by a symlink to the host's `/`
+/// gains nothing when the holder is rebuilt: the link is moved aside, never
+/// followed into a grant.
+#[test]
+fn a_symlinked_home_is_moved_aside_at_a_rebuild_not_granted() {
+    let Some(sb) = host() else { return };
+    let secret = sb.dir.path().join("secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let id = sb.start(&[]);
+    let v = sb.exec(
+        &id,
+        &format!(
+            "cd; H=$HOME; cd /; rm -rf $H && ln -s {} $H && echo swapped",
+            sb.dir.path().display()
+        ),
+    );
+    assert_eq!(v["stdout"], "swapped\n", "{v}");
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "cat ~/secret 2>&1 | grep -c 'No such'");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert_eq!(v["stdout"], "1\n", "{v}");
+    assert!(v.get("warning").is_none(), "no tmpfs in Landlock mode: {v}");
+    let moved = sb.session_dir(&id).join("home.moved-by-delta-sessions");
+    assert!(moved.is_symlink(), "the link is kept, aside");
+    let v = sb.exec(
+        &id,
+        &format!("cat {} 2>&1 | grep -c denied", secret.display()),
+    );
+    assert_eq!(v["stdout"], "1\n", "{v}");
 }

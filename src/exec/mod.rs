@@ -116,7 +116,10 @@ pub fn run(sessions_dir: &Path, id: &SessionId, opts: ExecOptions) -> Result<Exe
     // From here on the command runs: whatever goes wrong on our side is a
     // warning next to its result, never an error that hides what it did.
     let mut warnings: Vec<String> = Vec::new();
-    if jail_restarted && profile.limits.disk_bytes.is_some() {
+    if jail_restarted
+        && profile.limits.disk_bytes.is_some()
+        && profile.isolation == crate::profile::Isolation::Jail
+    {
         // The budgeted /tmp and $HOME were a tmpfs of the jail that died.
         warnings.push(
             "the jail was rebuilt: /tmp and $HOME (a tmpfs sized by limits.disk) start empty; \

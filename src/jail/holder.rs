@@ -217,6 +217,19 @@ fn landlock_ruleset(args: &HolderConfig, profile: &Profile) -> Result<super::lan
         extra_read_write: profile.filesystem.read_write.clone(),
         network: profile.network == Network::Host,
     };
+    // The session could write these between execs: what a command left in
+    // their place (a symlink, a file) is its own, moved aside, not followed.
+    for dir in [&spec.tmp_dir, &spec.home_dir] {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => mounts::move_aside(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!("cannot check {}: {e}", dir.display())),
+        }
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(dir)
+            .with_context(|| format!("cannot re-create {}", dir.display()))?;
+    }
     let abi = super::probe::landlock_abi().map_err(|e| {
         anyhow!(
             "this kernel has no Landlock ({e}); {}",

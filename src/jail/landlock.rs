@@ -163,7 +163,7 @@ fn grant_all_but(dir: &Path, secrets: &[PathBuf], host: &dyn HostView, out: &mut
         if secrets.contains(&path) {
             continue;
         }
-        if secrets.iter().any(|s| s.starts_with(&path)) {
+        if secrets.iter().any(|s| s != &path && s.starts_with(&path)) {
             if host.kind(&path) == HostKind::Dir {
                 out.push(Grant {
                     path: path.clone(),

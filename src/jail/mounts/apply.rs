@@ -381,7 +381,7 @@ impl Scratch<'_> {
 }
 
 /// Renames `at` to the first free `NAME.moved-by-delta-sessions[-N]` beside it.
-fn move_aside(at: &Path) -> io::Result<()> {
+pub fn move_aside(at: &Path) -> io::Result<()> {
     let name = at
         .file_name()
         .unwrap_or_default()

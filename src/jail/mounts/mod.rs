@@ -4,7 +4,7 @@
 pub mod apply;
 pub mod plan;
 
-pub use apply::{build, make_private, open_path, open_sources};
+pub use apply::{build, make_private, move_aside, open_path, open_sources};
 pub use plan::{
     plan, HostKind, HostView, Plan, RealHost, RootfsSpec, DEVICES, ETC_SECRETS, SYSTEM_PATHS,
 };
