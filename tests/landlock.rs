@@ -315,3 +315,47 @@ fn a_symlinked_home_is_moved_aside_at_a_rebuild_not_granted() {
     );
     assert_eq!(v["stdout"], "1\n", "{v}");
 }
+
+/// The other way hosts block user namespaces: `user.max_user_namespaces = 0`
+/// (here in a user namespace of our own, where only its children are
+/// affected). `auto` picks Landlock there too, and `untrusted` refuses.
+#[test]
+fn a_host_with_max_user_namespaces_zero_gets_landlock_too() {
+    if host().is_none() || !have_program("unshare") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let state = sb.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["-U", "-r", "-m", "sh", "-c"])
+            .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" \"$@\"")
+            .arg(bin())
+            .arg("--sessions-dir")
+            .arg(&sb.sessions)
+            .args(args)
+            .current_dir(&sb.work)
+            .env("DELTA_SESSIONS_STATE_DIR", &state);
+        run_command(c, stdin)
+    };
+    let probe = run(&["profiles"], b"");
+    if probe.status != 0 {
+        eprintln!(
+            "skipped: cannot make a user namespace to test in: {}",
+            probe.stderr
+        );
+        return;
+    }
+    run(&["start", "--profile", "untrusted"], b"").assert_error(&["user namespace"]);
+    let v = run(&["start"], b"").json();
+    assert_eq!(v["isolation"], "landlock", "{v}");
+    let id = v["session_id"].as_str().unwrap();
+    let r = run(
+        &["exec", id],
+        b"cat /etc/shadow 2>&1 | grep -c denied; echo w > f && cat f",
+    );
+    assert_eq!(r.json()["stdout"], "1\nw\n", "{}", r.stdout);
+    assert_eq!(run(&["end", id], b"").status, 0);
+}
