@@ -53,6 +53,42 @@ pub fn parent_map() -> HashMap<i32, i32> {
     map
 }
 
+/// The subtree below `root` from `/proc/PID/task/TID/children`, or `None`
+/// where the kernel has no such files. A process that exits meanwhile is
+/// skipped; one that forks meanwhile is found by the caller's next round.
+fn descendants_by_children(root: i32) -> Option<Vec<i32>> {
+    let probe = format!("/proc/{root}/task/{root}/children");
+    if fs::metadata(&probe).is_err() {
+        return if fs::metadata(format!("/proc/{root}")).is_ok() {
+            None
+        } else {
+            Some(Vec::new())
+        };
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for kid in text
+                .split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok())
+            {
+                if kid != root && !out.contains(&kid) {
+                    out.push(kid);
+                    queue.push(kid);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Pids of the processes in session `sid` (field 6 of `/proc/PID/stat`),
 /// and all their descendants (a process that left the session with its own
 /// `setsid` is still found while its parent chain leads back).
@@ -83,6 +119,12 @@ pub fn session_members(sid: i32) -> Vec<i32> {
 
 /// Every descendant of `root` (not `root` itself), parents before children.
 pub fn descendants(root: i32) -> Vec<i32> {
+    // Walking the children lists reads only the subtree; the whole process
+    // table (thousands of entries on a busy host) is the fallback for
+    // kernels without them (CONFIG_PROC_CHILDREN).
+    if let Some(found) = descendants_by_children(root) {
+        return found;
+    }
     let map = parent_map();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for (&pid, &ppid) in &map {
