@@ -359,3 +359,37 @@ fn a_host_with_max_user_namespaces_zero_gets_landlock_too() {
     assert_eq!(r.json()["stdout"], "1\nw\n", "{}", r.stdout);
     assert_eq!(run(&["end", id], b"").status, 0);
 }
+
+/// Without a PID namespace, a holder killed from outside leaves the
+/// session's background processes to the host's init; where the session has
+/// a cgroup, the next exec's rebuild (and `end`) still kills them.
+#[test]
+fn orphans_of_a_killed_holder_die_with_the_session_where_it_has_a_cgroup() {
+    let Some(sb) = host() else { return };
+    let id = sb.start(&[]);
+    let cgroups = sb.metadata(&id)["holder"]["cgroups"].clone();
+    if cgroups.as_array().is_none_or(|c| c.is_empty()) {
+        eprintln!("skipped: no session cgroup on this host for this user");
+        return;
+    }
+    let marker = unique_sleep_arg();
+    sb.exec(&id, &format!("(setsid sleep {marker} &) ; echo started"));
+    assert!(wait_until(std::time::Duration::from_secs(2), || {
+        !procs_with_marker(&marker).is_empty()
+    }));
+    sb.kill_holder(&id);
+    assert!(
+        !procs_with_marker(&marker).is_empty(),
+        "orphaned, still running"
+    );
+    let v = sb.exec(&id, "echo rebuilt");
+    assert_eq!(v["jail_restarted"], true, "{v}");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || procs_with_marker(
+            &marker
+        )
+        .is_empty()),
+        "an orphan of the old holder survived the rebuild: {:?}",
+        procs_with_marker(&marker)
+    );
+}

@@ -227,6 +227,7 @@ pub fn probe(dirs: &[CgroupDir]) -> Result<()> {
 /// the last one exits, so this retries briefly.
 pub fn remove(dirs: &[PathBuf]) {
     for dir in dirs {
+        kill_members(dir);
         for _ in 0..100 {
             match std::fs::remove_dir(dir) {
                 Ok(()) => break,
@@ -237,6 +238,32 @@ pub fn remove(dirs: &[PathBuf]) {
                 Err(_) => break,
             }
         }
+    }
+}
+
+/// Kills what is still in a session's cgroup. In a jail, killing the holder
+/// already took everything; without a PID namespace (Landlock mode,
+/// `none`), a process orphaned when its holder was killed from outside is
+/// no longer below any holder, but it is still here. The list is the
+/// kernel's (`cgroup.procs`); rounds repeat while processes fork.
+fn kill_members(dir: &std::path::Path) {
+    for _ in 0..100 {
+        let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            return;
+        };
+        let pids: Vec<i32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&p| p > 1 && super::procfs::is_running(p))
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 

@@ -29,6 +29,12 @@ pub fn start_time(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no start time in /proc stat"))
 }
 
+/// Whether `pid` is alive: it exists and is not a zombie (which no signal
+/// reaches; a host whose init does not reap keeps them for good).
+pub fn is_running(pid: i32) -> bool {
+    stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|state| state != "Z" && state != "X"))
+}
+
 /// The pid -> parent pid map of every process visible in `/proc`.
 pub fn parent_map() -> HashMap<i32, i32> {
     let mut map = HashMap::new();
