@@ -191,18 +191,21 @@ fn with_the_host_network_tcp_works_but_unix_sockets_stay_closed() {
 }
 
 #[test]
-fn host_processes_and_the_holder_cannot_be_signalled_and_all_dies_at_end() {
+fn host_processes_cannot_be_signalled_execs_can_and_all_dies_at_end() {
     let Some(sb) = host() else { return };
     let id = sb.start(&[]);
     let me = std::process::id();
-    let (holder, _) = sb.holder(&id).unwrap();
     let v = sb.exec(
         &id,
-        &format!("kill -0 {me} 2>&1; kill -9 {holder} 2>&1; echo sent"),
+        &format!("kill -0 {me} 2>&1; kill -0 1 2>&1; echo sent"),
     );
     let text = v["stdout"].as_str().unwrap();
     assert_eq!(text.matches("Operation not permitted").count(), 2, "{v}");
     assert!(text.ends_with("sent\n"), "{v}");
+    // A job of one exec is the session's too: a later exec may stop it.
+    sb.exec(&id, "sleep 600 >/dev/null 2>&1 & echo $! > job.pid");
+    let v = sb.exec(&id, "kill $(cat job.pid) && echo stopped");
+    assert_eq!(v["stdout"], "stopped\n", "{v}");
     let marker = unique_sleep_arg();
     sb.exec(
         &id,
@@ -392,4 +395,77 @@ fn orphans_of_a_killed_holder_die_with_the_session_where_it_has_a_cgroup() {
         "an orphan of the old holder survived the rebuild: {:?}",
         procs_with_marker(&marker)
     );
+}
+
+/// Landlock does not confine datagrams to named sockets, extended
+/// attributes, or (for root, who owns the system files) mode changes; the
+/// Landlock-mode seccomp filter refuses them.
+#[test]
+fn datagram_pairs_xattrs_and_roots_chmod_are_refused() {
+    let Some(sb) = host() else { return };
+    let id = sb.start(&[]);
+    let dgram = out(
+        &sb,
+        &id,
+        "python3 -c 'import socket; socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)' 2>&1 | tail -1",
+    );
+    assert!(dgram.contains("Errno 93"), "datagram pair: {dgram}");
+    let xattr = out(
+        &sb,
+        &id,
+        "touch x && python3 -c 'import os; os.setxattr(\"x\", \"user.a\", b\"1\")' 2>&1 | tail -1",
+    );
+    assert!(xattr.contains("Errno 1]"), "xattr: {xattr}");
+    let chmod = out(
+        &sb,
+        &id,
+        "touch m && chmod 700 m 2>&1 | grep -c 'not permitted'",
+    );
+    if is_root() {
+        assert_eq!(chmod, "1\n", "root's session changes no mode");
+        let before = std::fs::metadata("/etc/passwd").unwrap().permissions();
+        assert_eq!(
+            out(&sb, &id, "chmod 666 /etc/passwd 2>/dev/null; echo done"),
+            "done\n"
+        );
+        assert_eq!(
+            std::fs::metadata("/etc/passwd").unwrap().permissions(),
+            before
+        );
+    } else {
+        assert_eq!(chmod, "0\n", "a user's session may chmod its files");
+    }
+}
+
+/// A Landlock session can write its own records: FIFOs planted under every
+/// name the host side's temporary files can take, and as holder.log, must
+/// not hang an exec, a rebuild or `end`.
+#[test]
+fn fifos_planted_in_the_session_dir_hang_nothing() {
+    let Some(sb) = host() else { return };
+    let id = sb.start(&[]);
+    let dir = sb.session_dir(&id);
+    std::fs::write(
+        sb.work.join("plant.py"),
+        "import os\n\
+         for n in ('metadata.json', 'state.json'):\n    \
+         for p in range(1, 32769):\n        \
+         os.mkfifo('.tmp-%s-%d' % (n, p))\n\
+         os.rename('holder.log', 'h')\n\
+         os.mkfifo('holder.log')\n",
+    )
+    .unwrap();
+    let plant = format!(
+        "cd {} && python3 {}/plant.py && echo planted",
+        dir.display(),
+        sb.work.display()
+    );
+    assert_eq!(sb.exec(&id, &plant)["stdout"], "planted\n");
+    let t = std::time::Instant::now();
+    assert_eq!(out(&sb, &id, "echo alive"), "alive\n");
+    sb.kill_holder(&id);
+    let v = sb.exec(&id, "echo rebuilt");
+    assert_eq!(v["stdout"], "rebuilt\n", "{v}");
+    assert_eq!(sb.end(&id).status, 0);
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
 }

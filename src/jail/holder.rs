@@ -237,7 +237,7 @@ fn landlock_ruleset(args: &HolderConfig, profile: &Profile) -> Result<super::lan
         )
     })?;
     let grants = super::landlock::plan(&spec, &mounts::RealHost);
-    let (ruleset, _) = super::landlock::Ruleset::build(&grants, spec.network, abi)
+    let ruleset = super::landlock::Ruleset::build(&grants, spec.network, abi)
         .map_err(|e| anyhow!("cannot build the session's Landlock rules: {e}"))?;
     Ok(ruleset)
 }
@@ -283,17 +283,26 @@ fn init(
     serve(&listener, &sigchld, &limits, control)
 }
 
-/// Landlock mode: the holder drops its capabilities and installs the seccomp
-/// filters (both inherited by all it forks); the Landlock domain itself is
-/// entered by each child just before it executes session code
-/// ([`super::landlock::confine_self`]), so the holder stays outside it and
-/// the session cannot signal or trace it.
+/// Landlock mode: the holder drops its capabilities, installs the seccomp
+/// filters and a Landlock scope (all inherited by what it forks); the
+/// filesystem and network domain is entered by each child just before it
+/// executes session code ([`super::landlock::confine_self`]), so the holder
+/// keeps the file access it needs, and the session's processes can reach
+/// one another (and their holder, which they could therefore kill: the
+/// next exec rebuilds, and the session's cgroup, where there is one, takes
+/// the orphans along) but not the host.
 fn confine_on_host(profile: &Profile, ruleset: super::landlock::Ruleset) -> Result<()> {
     let base = super::seccomp::build_filter()?;
-    let extra = super::seccomp::build_landlock_filter(profile.network == Network::Host)?;
+    let extra = super::seccomp::build_landlock_filter(
+        profile.network == Network::Host,
+        nix::unistd::geteuid().is_root(),
+    )?;
     super::caps::drop_all_on_host().context("cannot drop capabilities")?;
     super::seccomp::install(&base).context("cannot install the seccomp filter")?;
     super::seccomp::install(&extra).context("cannot install the Landlock-mode seccomp filter")?;
+    // The scope that keeps the session's signals and abstract sockets away
+    // from the host: on the holder, so that every exec's domain nests in it.
+    super::scope::restrict().context("cannot scope the session with Landlock")?;
     ruleset.install_for_children();
     Ok(())
 }

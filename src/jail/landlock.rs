@@ -8,16 +8,18 @@
 //! (read-only for `readonly`), the session's own `tmp` and `home` and the
 //! profile's binds. Nothing else of the host is reachable: not `/home`,
 //! `/root`, the host's `/tmp`, nor the state dir. Without the network, TCP
-//! `bind` and `connect` are refused too (ABI 4); the signal and abstract
-//! socket scopes (ABI 6) keep host processes out of reach. Each right is
-//! used when the kernel's ABI has it.
+//! `bind` and `connect` are refused too (ABI 4). Each right is used when
+//! the kernel's ABI has it.
 //!
 //! [`plan`] computes the grants as data from the profile and a
 //! [`HostView`], without privileges; [`Ruleset::build`] turns them into a
 //! Landlock ruleset in the holder (opening each path), and
 //! [`confine_self`] enforces it in a forked child just before it executes
-//! the session's program. The holder itself stays outside the domain, so
-//! nothing the session runs can signal, trace or outlive it.
+//! the session's program. The holder itself is outside that domain (it
+//! keeps its file access) but inside a scope-only one of its own (signals
+//! and abstract sockets, ABI 6), in which every child's domain nests: the
+//! session's processes can signal each other across execs, and nothing of
+//! the host.
 
 use super::mounts::{HostKind, HostView, DEVICES, ETC_SECRETS, SYSTEM_PATHS};
 use std::io;
@@ -51,10 +53,6 @@ const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 // Network rights (ABI 4).
 const NET_BIND_TCP: u64 = 1 << 0;
 const NET_CONNECT_TCP: u64 = 1 << 1;
-
-// Scopes (ABI 6).
-const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
-const SCOPE_SIGNAL: u64 = 1 << 1;
 
 const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
 
@@ -244,25 +242,20 @@ pub struct Ruleset {
     fd: OwnedFd,
 }
 
-/// What [`Ruleset::build`] used of the kernel.
-#[derive(Debug, Clone, Copy)]
-pub struct Coverage {
-    pub abi: i64,
-    /// TCP bind and connect are refused (no network, ABI 4).
-    pub tcp_refused: bool,
-    /// Signals and abstract Unix sockets stay inside the session (ABI 6).
-    pub scoped: bool,
-}
-
 impl Ruleset {
     /// Creates the ruleset of `grants` for the kernel's ABI `abi` (at least 1).
     /// A grant whose path is missing is skipped; any other failure is an
     /// error (a sandbox with a rule silently missing would be wider or
     /// narrower than the plan).
-    pub fn build(grants: &[Grant], network: bool, abi: i64) -> io::Result<(Ruleset, Coverage)> {
+    pub fn build(grants: &[Grant], network: bool, abi: i64) -> io::Result<Ruleset> {
         let handled = handled_fs(abi);
         let tcp_refused = !network && abi >= 4;
-        let scoped = abi >= 6;
+        // No scope here: each child enters a domain of its own, and a scope
+        // on it would keep a later exec from signalling an earlier exec's
+        // background job (sibling domains). The holder scopes itself instead
+        // (see `holder::confine_on_host`), and every child's domain nests in
+        // that one: the session's processes reach one another, never the
+        // host's.
         let attr = RulesetAttr {
             handled_access_fs: handled,
             handled_access_net: if tcp_refused {
@@ -270,11 +263,7 @@ impl Ruleset {
             } else {
                 0
             },
-            scoped: if scoped {
-                SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
-            } else {
-                0
-            },
+            scoped: 0,
         };
         // Older kernels know a shorter struct; give them only what they know.
         let size = if abi >= 6 {
@@ -341,14 +330,7 @@ impl Ruleset {
                 )));
             }
         }
-        Ok((
-            ruleset,
-            Coverage {
-                abi,
-                tcp_refused,
-                scoped,
-            },
-        ))
+        Ok(ruleset)
     }
 
     /// Keeps the ruleset for [`confine_self`] in the processes this one

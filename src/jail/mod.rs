@@ -37,7 +37,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -166,13 +165,7 @@ pub fn start(
     let listener = bind_listener(&socket_path)?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (control, holder_control) = UnixStream::pair()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(session.holder_log_path())
-        .context("cannot open holder.log")?;
+    let log = session.open_holder_log()?;
 
     let fds: [(RawFd, RawFd); 3] = [
         (listener.as_raw_fd(), holder::LISTEN_FD),

@@ -314,42 +314,106 @@ pub fn build_filter() -> anyhow::Result<BpfProgram> {
 /// Landlock does not confine `connect`; `socketpair` stays allowed), and IP
 /// sockets too without the network (Landlock's network rules cover TCP
 /// only, not UDP or raw sockets).
-pub fn landlock_extra(network: bool) -> &'static [Denied] {
+pub fn landlock_extra(network: bool, root: bool) -> Vec<Denied> {
     const UNIX: &[u32] = &[libc::AF_UNIX as u32];
     const UNIX_AND_IP: &[u32] = &[
         libc::AF_UNIX as u32,
         libc::AF_INET as u32,
         libc::AF_INET6 as u32,
     ];
-    const WITH_NETWORK: &[Denied] = &[Denied {
-        name: "socket",
-        nr: libc::SYS_socket,
-        errno: libc::EAFNOSUPPORT,
-        when: When::OneOf {
-            arg: 0,
-            values: UNIX,
+    // Connected pairs only: a datagram socket from `socketpair` can still
+    // `sendto` any named socket of the host (`/dev/log`, a daemon's control
+    // socket), and Landlock does not confine that either.
+    const CONNECTED: &[u32] = &[
+        libc::SOCK_STREAM as u32,
+        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u32,
+        (libc::SOCK_STREAM | libc::SOCK_NONBLOCK) as u32,
+        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u32,
+        libc::SOCK_SEQPACKET as u32,
+        (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) as u32,
+        (libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK) as u32,
+        (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u32,
+    ];
+    const PAIRS: Denied = Denied {
+        name: "socketpair",
+        nr: libc::SYS_socketpair,
+        errno: libc::EPROTONOSUPPORT,
+        when: When::NoneOf {
+            arg: 1,
+            values: CONNECTED,
         },
-    }];
-    const WITHOUT_NETWORK: &[Denied] = &[Denied {
-        name: "socket",
-        nr: libc::SYS_socket,
-        errno: libc::EAFNOSUPPORT,
-        when: When::OneOf {
-            arg: 0,
-            values: UNIX_AND_IP,
+    };
+    const WITH_NETWORK: &[Denied] = &[
+        Denied {
+            name: "socket",
+            nr: libc::SYS_socket,
+            errno: libc::EAFNOSUPPORT,
+            when: When::OneOf {
+                arg: 0,
+                values: UNIX,
+            },
         },
-    }];
-    if network {
-        WITH_NETWORK
+        PAIRS,
+    ];
+    const WITHOUT_NETWORK: &[Denied] = &[
+        Denied {
+            name: "socket",
+            nr: libc::SYS_socket,
+            errno: libc::EAFNOSUPPORT,
+            when: When::OneOf {
+                arg: 0,
+                values: UNIX_AND_IP,
+            },
+        },
+        PAIRS,
+    ];
+    // Landlock does not cover file metadata: extended attributes (POSIX
+    // ACLs among them, which could open a caller's files to other users)
+    // are never set or removed; and a root caller, who owns the host's
+    // system files, changes no file mode at all (its session could
+    // otherwise `chmod 666 /etc/shadow`, which it cannot read but owns).
+    const ALWAYS: When = When::Always;
+    let eperm = |name, nr| Denied {
+        name,
+        nr,
+        errno: libc::EPERM,
+        when: ALWAYS,
+    };
+    let mut rows: Vec<Denied> = if network {
+        WITH_NETWORK.to_vec()
     } else {
-        WITHOUT_NETWORK
+        WITHOUT_NETWORK.to_vec()
+    };
+    rows.extend([
+        eperm("setxattr", libc::SYS_setxattr),
+        eperm("lsetxattr", libc::SYS_lsetxattr),
+        eperm("fsetxattr", libc::SYS_fsetxattr),
+        eperm("removexattr", libc::SYS_removexattr),
+        eperm("lremovexattr", libc::SYS_lremovexattr),
+        eperm("fremovexattr", libc::SYS_fremovexattr),
+        eperm("setxattrat", SYS_SETXATTRAT),
+        eperm("removexattrat", SYS_REMOVEXATTRAT),
+    ]);
+    if root {
+        rows.extend([
+            eperm("chmod", libc::SYS_chmod),
+            eperm("fchmod", libc::SYS_fchmod),
+            eperm("fchmodat", libc::SYS_fchmodat),
+            eperm("fchmodat2", SYS_FCHMODAT2),
+        ]);
     }
+    rows
 }
+
+/// `setxattrat` and `removexattrat` (Linux 6.13), which libc does not name
+/// yet; the same numbers on x86_64 and aarch64 (unified syscall table).
+const SYS_SETXATTRAT: c_long = 463;
+const SYS_REMOVEXATTRAT: c_long = 466;
 
 /// The second filter of a Landlock session (see [`landlock_extra`]); it is
 /// installed after [`build_filter`]'s, and the kernel applies both.
-pub fn build_landlock_filter(network: bool) -> anyhow::Result<BpfProgram> {
-    build_from(landlock_extra(network))
+pub fn build_landlock_filter(network: bool, root: bool) -> anyhow::Result<BpfProgram> {
+    build_from(&landlock_extra(network, root))
 }
 
 fn build_from(table: &[Denied]) -> anyhow::Result<BpfProgram> {

@@ -287,6 +287,32 @@ impl SessionDir {
         Ok(whole)
     }
 
+    /// Opens `holder.log` for appending, never through a symlink and never
+    /// blocking on a FIFO. Anything else in its place (a jail that can write
+    /// the session dir put it there) is moved aside and a new log begun: a
+    /// log is not worth a session that cannot be rebuilt.
+    pub fn open_holder_log(&self) -> Result<fs::File> {
+        let path = self.holder_log_path();
+        let open = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+        };
+        match open() {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => return Ok(f),
+            Ok(_) => {}
+            Err(e) if fs::symlink_metadata(&path).is_err() => {
+                return Err(anyhow!(e)).context("cannot open holder.log")
+            }
+            Err(_) => {}
+        }
+        crate::jail::mounts::move_aside(&path).context("cannot move holder.log aside")?;
+        open().context("cannot open holder.log")
+    }
+
     /// Appends the line of the exec counted by [`count_exec`](Self::count_exec)
     /// (`at`: the size it returned) with one `write`; on failure (a full
     /// disk) the file is cut back to `at`, so no torn line stays, and the
@@ -298,9 +324,12 @@ impl SessionDir {
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            bail!("{} is not a regular file", path.display());
+        }
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
         crate::fault::point("exec:before-append");
