@@ -511,8 +511,24 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
         session.remove()?;
         control.remove()?;
     }
+    sweep_orphaned_cgroups();
     Ok(json!({"status": "terminated", "session_id": id.as_str()}))
 }
+
+/// Removes the empty cgroups of holders that died unrecorded (see
+/// [`jail::cgroup::sweep_orphans`]); `end` and `cleanup` do it on the way.
+fn sweep_orphaned_cgroups() {
+    let Ok(Some(state_dir)) = StateDir::open(false) else {
+        return;
+    };
+    jail::cgroup::sweep_orphans(&jail::cgroup::Hierarchies::of_self(), &|id| {
+        state_dir.session(id).owns_no_cgroup(UNRECORDED_START_AGE)
+    });
+}
+
+/// A session record this old without a holder belongs to a `start` that
+/// died: a live one records its holder within the holder's start timeout.
+const UNRECORDED_START_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a recorded session runs in (older records only say whether it was jailed).
 fn isolation_of(meta: &Metadata) -> Option<&'static str> {
@@ -637,6 +653,7 @@ pub fn cleanup(sessions_dir: &Path) -> Result<(Value, Vec<String>)> {
             }
         }
     }
+    sweep_orphaned_cgroups();
     Ok((Value::Array(removed), failures))
 }
 

@@ -157,3 +157,43 @@ fn an_exec_whose_worker_is_killed_does_not_outlive_it() {
     // The session goes on.
     assert_eq!(sb.exec(&id, "echo ok")["stdout"], "ok\n");
 }
+
+/// The cgroups of a holder that died before anyone recorded it (a `start`
+/// killed between making them and recording the holder) are not left for
+/// good: `end` and `cleanup` remove the empty session cgroups that no
+/// recorded session can own, and never one with a process in it.
+#[test]
+fn empty_orphaned_session_cgroups_are_swept_by_end() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    let cgroups = sb.metadata(&id)["holder"]["cgroups"].clone();
+    let Some(first) = cgroups.as_array().and_then(|c| c.first()) else {
+        eprintln!("skipped: no session cgroups for this user here");
+        return;
+    };
+    let parent = std::path::Path::new(first.as_str().unwrap())
+        .parent()
+        .unwrap();
+    let orphan = parent.join("delta-sessions-sess_0000000000a1");
+    let busy = parent.join("delta-sessions-sess_0000000000a2");
+    let other = parent.join("not-delta-sessions-sess_0000000000a3");
+    for dir in [&orphan, &busy, &other] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(busy.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    assert_eq!(sb.end(&id).status, 0);
+    let (orphan_gone, busy_kept, other_kept) = (!orphan.exists(), busy.exists(), other.exists());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = std::fs::remove_dir(&busy);
+    let _ = std::fs::remove_dir(&other);
+    let _ = std::fs::remove_dir(&orphan);
+    assert!(orphan_gone, "an empty orphaned cgroup was left");
+    assert!(busy_kept, "a cgroup with a process was removed");
+    assert!(other_kept, "a cgroup not of ours was removed");
+}

@@ -157,6 +157,37 @@ pub fn possible_dirs(h: &Hierarchies, session_name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Removes the empty session cgroups (`delta-sessions-sess_*`) below this
+/// caller's own whose session `unclaimed` says nothing can own any more:
+/// those of holders that died before anyone recorded them (a `start` killed
+/// at the wrong moment: the holder exits by itself, but cannot remove the
+/// cgroup it is in). A cgroup with a process in it is never touched.
+/// (cgroupfs keeps no reliable times, so age comes from the state dir.)
+pub fn sweep_orphans(h: &Hierarchies, unclaimed: &dyn Fn(&str) -> bool) {
+    for base in [&h.v1_memory, &h.v1_pids, &h.v2].into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("delta-sessions-"))
+                .filter(|id| crate::store::SessionId::is_valid(id))
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let empty = std::fs::read_to_string(path.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.trim().is_empty());
+            if empty && unclaimed(id) {
+                // Fails harmlessly (EBUSY) if a process joined meanwhile.
+                let _ = std::fs::remove_dir(&path);
+            }
+        }
+    }
+}
+
 /// Creates the session's cgroups and moves `pid` (the holder, before it has
 /// any child) into them. Returns the directories made; on any failure
 /// (typically: not allowed) removes what it made and returns the reason.

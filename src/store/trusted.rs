@@ -844,6 +844,27 @@ impl ControlDir {
         self.dir.join("ended").exists()
     }
 
+    /// Whether no holder can still own cgroups of this session: it ended,
+    /// it is not (or no longer) recorded here, or its `start` wrote the
+    /// record more than `min_age` ago and never recorded a holder (that
+    /// start died).
+    pub fn owns_no_cgroup(&self, min_age: std::time::Duration) -> bool {
+        if self.is_ended() {
+            return true;
+        }
+        if self.holder_path().exists() {
+            return false;
+        }
+        match fs::symlink_metadata(self.anchor_path()) {
+            Err(_) => true,
+            Ok(m) => m
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age),
+        }
+    }
+
     /// Forgets the session (after its directory is gone).
     pub fn remove(&self) -> Result<()> {
         match fs::remove_dir_all(&self.dir) {
