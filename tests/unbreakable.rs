@@ -215,3 +215,25 @@ fn aliases_and_functions_named_like_the_wrappers_steps_do_not_break_it() {
         assert_eq!(v["stdout"], "ok\n", "after {define:?}: {v}");
     }
 }
+
+/// Disk-budget review E: with the work dir below /tmp, `chmod 000 /tmp`
+/// made the work dir unenterable too, and every later exec failed ("cannot
+/// enter the working directory"), even the `chmod` that would undo it. The
+/// command now starts in `/` and can repair it.
+#[test]
+fn a_cwd_and_work_dir_nobody_can_enter_fall_back_to_the_root() {
+    let sb = Sandbox::new();
+    if !sb.work.starts_with("/tmp") {
+        eprintln!("skipped: the work dir is not below /tmp");
+        return;
+    }
+    let id = sb.start(&[]);
+    let v = sb.exec(&id, "chmod 000 /tmp; echo locked");
+    assert_eq!(v["stdout"], "locked\n", "{v}");
+    let v = sb.exec(&id, "pwd; chmod 700 /tmp; echo fixed");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert_eq!(v["stdout"], "/\nfixed\n", "{v}");
+    assert_eq!(v["cwd_reset"], true, "{v}");
+    let v = sb.exec(&id, "cd; echo ok");
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+}
