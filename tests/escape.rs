@@ -509,15 +509,7 @@ fn proc_keys_and_kernel_internals_are_masked() {
 /// runtimes): Landlock scoping keeps them out of reach. Signals too.
 #[test]
 fn host_abstract_unix_sockets_are_unreachable_even_with_the_host_network() {
-    // SAFETY: the Landlock ABI query reads and writes no memory.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32,
-        )
-    };
+    let abi = landlock_abi();
     if abi < 6 {
         eprintln!("skipped: no Landlock on this kernel");
         return;

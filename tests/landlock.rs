@@ -12,15 +12,7 @@ use std::path::Path;
 /// A sandbox on a host without user namespaces, or `None` (with a note) when
 /// this kernel has no Landlock to fall back to.
 fn host() -> Option<Sandbox> {
-    // SAFETY: the version query reads no memory.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32,
-        )
-    };
+    let abi = landlock_abi();
     if abi < 6 {
         eprintln!("skipped: Landlock ABI {abi} (these tests need ABI 6, Linux 6.12)");
         return None;

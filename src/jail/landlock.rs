@@ -363,55 +363,21 @@ pub fn confine_self() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mounts::fake_host::FakeHost;
     use super::*;
-    use std::collections::BTreeMap;
-    use std::ffi::OsString;
 
-    #[derive(Default)]
-    struct FakeHost(BTreeMap<PathBuf, HostKind>);
-
-    impl FakeHost {
-        fn with(mut self, path: &str, kind: HostKind) -> Self {
-            self.0.insert(path.into(), kind);
-            self
+    /// [`FakeHost::debian`] with what the Landlock plan looks at besides.
+    fn debian() -> FakeHost {
+        let mut h = FakeHost::debian()
+            .with("/etc/sudoers", HostKind::File)
+            .dir("/etc/ssl")
+            .dir("/etc/security")
+            .with("/etc/security/limits.conf", HostKind::File)
+            .with("/etc/security/opasswd", HostKind::File);
+        for d in DEVICES {
+            h = h.with(&format!("/dev/{d}"), HostKind::File);
         }
-        fn debian() -> Self {
-            let mut h = FakeHost::default()
-                .with("/usr", HostKind::Dir)
-                .with("/bin", HostKind::Symlink("usr/bin".into()))
-                .with("/lib", HostKind::Symlink("usr/lib".into()))
-                .with("/opt", HostKind::Dir)
-                .with("/etc", HostKind::Dir)
-                .with("/etc/passwd", HostKind::File)
-                .with("/etc/shadow", HostKind::File)
-                .with("/etc/gshadow", HostKind::File)
-                .with("/etc/sudoers", HostKind::File)
-                .with("/etc/sudoers.d", HostKind::Dir)
-                .with("/etc/ssl", HostKind::Dir)
-                .with("/etc/ssh", HostKind::Dir)
-                .with("/etc/ssh/ssh_config", HostKind::File)
-                .with("/etc/ssh/ssh_host_ed25519_key", HostKind::File)
-                .with("/etc/security", HostKind::Dir)
-                .with("/etc/security/limits.conf", HostKind::File)
-                .with("/etc/security/opasswd", HostKind::File);
-            for d in DEVICES {
-                h = h.with(&format!("/dev/{d}"), HostKind::File);
-            }
-            h
-        }
-    }
-
-    impl HostView for FakeHost {
-        fn kind(&self, path: &Path) -> HostKind {
-            self.0.get(path).cloned().unwrap_or(HostKind::Missing)
-        }
-        fn list(&self, dir: &Path) -> Vec<OsString> {
-            self.0
-                .keys()
-                .filter(|p| p.parent() == Some(dir))
-                .filter_map(|p| p.file_name().map(OsString::from))
-                .collect()
-        }
+        h
     }
 
     fn spec() -> LandlockSpec {
@@ -444,7 +410,7 @@ mod tests {
 
     #[test]
     fn system_dirs_are_read_only_and_symlinks_add_nothing() {
-        let g = plan(&spec(), &FakeHost::debian());
+        let g = plan(&spec(), &debian());
         assert_eq!(access_of(&g, "/usr"), Some(Access::Read));
         assert_eq!(access_of(&g, "/opt"), Some(Access::Read));
         assert_eq!(
@@ -464,7 +430,7 @@ mod tests {
 
     #[test]
     fn etc_is_granted_entry_by_entry_without_its_secrets() {
-        let g = plan(&spec(), &FakeHost::debian());
+        let g = plan(&spec(), &debian());
         assert_eq!(access_of(&g, "/etc"), Some(Access::ListOnly));
         assert!(readable(&g, "/etc/passwd"));
         assert!(readable(&g, "/etc/ssl/certs/ca.pem"));
@@ -484,7 +450,7 @@ mod tests {
 
     #[test]
     fn the_session_gets_its_dirs_and_binds_without_following_links() {
-        let g = plan(&spec(), &FakeHost::debian());
+        let g = plan(&spec(), &debian());
         for rw in [
             "/w",
             "/w/.sessions/sess_1/tmp",
@@ -498,10 +464,7 @@ mod tests {
         assert_eq!(access_of(&g, "/data"), Some(Access::Read));
         let mut ro = spec();
         ro.work_dir_writable = false;
-        assert_eq!(
-            access_of(&plan(&ro, &FakeHost::debian()), "/w"),
-            Some(Access::Read)
-        );
+        assert_eq!(access_of(&plan(&ro, &debian()), "/w"), Some(Access::Read));
     }
 
     #[test]

@@ -343,30 +343,6 @@ pub fn landlock_extra(network: bool, root: bool) -> Vec<Denied> {
             values: CONNECTED,
         },
     };
-    const WITH_NETWORK: &[Denied] = &[
-        Denied {
-            name: "socket",
-            nr: libc::SYS_socket,
-            errno: libc::EAFNOSUPPORT,
-            when: When::OneOf {
-                arg: 0,
-                values: UNIX,
-            },
-        },
-        PAIRS,
-    ];
-    const WITHOUT_NETWORK: &[Denied] = &[
-        Denied {
-            name: "socket",
-            nr: libc::SYS_socket,
-            errno: libc::EAFNOSUPPORT,
-            when: When::OneOf {
-                arg: 0,
-                values: UNIX_AND_IP,
-            },
-        },
-        PAIRS,
-    ];
     // Landlock does not cover file metadata: extended attributes (POSIX
     // ACLs among them, which could open a caller's files to other users)
     // are never set or removed; and a root caller, who owns the host's
@@ -379,11 +355,18 @@ pub fn landlock_extra(network: bool, root: bool) -> Vec<Denied> {
         errno: libc::EPERM,
         when: ALWAYS,
     };
-    let mut rows: Vec<Denied> = if network {
-        WITH_NETWORK.to_vec()
-    } else {
-        WITHOUT_NETWORK.to_vec()
-    };
+    let mut rows = vec![
+        Denied {
+            name: "socket",
+            nr: libc::SYS_socket,
+            errno: libc::EAFNOSUPPORT,
+            when: When::OneOf {
+                arg: 0,
+                values: if network { UNIX } else { UNIX_AND_IP },
+            },
+        },
+        PAIRS,
+    ];
     rows.extend([
         eperm("setxattr", libc::SYS_setxattr),
         eperm("lsetxattr", libc::SYS_lsetxattr),

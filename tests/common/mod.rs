@@ -17,6 +17,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The kernel's Landlock ABI version (negative when it has none).
+pub fn landlock_abi() -> i64 {
+    // SAFETY: the version query (NULL attribute, size 0) reads and writes no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    }
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     match std::env::var_os("DELTA_SESSIONS_BIN") {

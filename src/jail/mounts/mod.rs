@@ -2,6 +2,8 @@
 //! place ([`apply`]).
 
 pub mod apply;
+#[cfg(test)]
+pub mod fake_host;
 pub mod plan;
 
 pub use apply::{build, make_private, move_aside, open_path, open_sources};

@@ -547,66 +547,8 @@ fn validate(spec: &RootfsSpec) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake_host::FakeHost;
     use super::*;
-    use std::collections::BTreeMap;
-
-    /// A host described by a table; anything not listed is missing.
-    #[derive(Default)]
-    struct FakeHost(BTreeMap<PathBuf, HostKind>);
-
-    impl FakeHost {
-        fn debian() -> FakeHost {
-            let mut h = FakeHost::default();
-            for d in [
-                "/usr",
-                "/etc",
-                "/etc/ssh",
-                "/etc/sudoers.d",
-                "/opt",
-                "/tmp",
-                "/home",
-            ] {
-                h.0.insert(d.into(), HostKind::Dir);
-            }
-            for (l, t) in [
-                ("/bin", "usr/bin"),
-                ("/lib", "usr/lib"),
-                ("/lib64", "usr/lib64"),
-                ("/sbin", "usr/sbin"),
-            ] {
-                h.0.insert(l.into(), HostKind::Symlink(t.into()));
-            }
-            for f in [
-                "/etc/shadow",
-                "/etc/gshadow",
-                "/etc/passwd",
-                "/etc/resolv.conf",
-                "/etc/ssh/ssh_host_ed25519_key",
-                "/etc/ssh/ssh_host_ed25519_key.pub",
-                "/etc/ssh/ssh_config",
-            ] {
-                h.0.insert(f.into(), HostKind::File);
-            }
-            h
-        }
-        fn dir(mut self, p: &str) -> Self {
-            self.0.insert(p.into(), HostKind::Dir);
-            self
-        }
-    }
-
-    impl HostView for FakeHost {
-        fn kind(&self, path: &Path) -> HostKind {
-            self.0.get(path).cloned().unwrap_or(HostKind::Missing)
-        }
-        fn list(&self, dir: &Path) -> Vec<OsString> {
-            self.0
-                .keys()
-                .filter(|p| p.parent() == Some(dir))
-                .filter_map(|p| p.file_name().map(OsString::from))
-                .collect()
-        }
-    }
 
     fn spec(work: &str) -> RootfsSpec {
         RootfsSpec {
