@@ -461,3 +461,28 @@ fn fifos_planted_in_the_session_dir_hang_nothing() {
     assert_eq!(sb.end(&id).status, 0);
     assert!(t.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// `host_unix_sockets = true` lets a Landlock session open Unix sockets, and
+/// so reach the host's socket files, as docs/profiles.md warns; without it
+/// (the default) the same connect fails.
+#[test]
+fn host_unix_sockets_is_the_only_way_to_a_host_socket_file() {
+    let Some(sb) = host() else { return };
+    let path = sb.dir.path().join("host.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let profile = sb.dir.path().join("unix.toml");
+    std::fs::write(&profile, "host_unix_sockets = true\n").unwrap();
+    let connect = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\"); print(\"connected\")' 2>&1 | tail -1",
+        path.display()
+    );
+    let id = sb.start(&[]);
+    assert!(out(&sb, &id, &connect).contains("Errno 97"));
+    assert_eq!(sb.end(&id).status, 0);
+    std::fs::remove_dir_all(&sb.sessions).unwrap();
+    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    assert_eq!(out(&sb, &id, &connect), "connected\n");
+    assert!(listener.accept().is_ok(), "the host socket was reached");
+}

@@ -296,6 +296,7 @@ fn confine_on_host(profile: &Profile, ruleset: super::landlock::Ruleset) -> Resu
     let extra = super::seccomp::build_landlock_filter(
         profile.network == Network::Host,
         nix::unistd::geteuid().is_root(),
+        profile.host_unix_sockets,
     )?;
     super::caps::drop_all_on_host().context("cannot drop capabilities")?;
     super::seccomp::install(&base).context("cannot install the seccomp filter")?;

@@ -308,13 +308,14 @@ pub fn build_filter() -> anyhow::Result<BpfProgram> {
     build_from(DENY_LIST)
 }
 
-/// Socket families a Landlock session may not open, on top of [`DENY_LIST`]:
-/// Unix sockets always (without a mount namespace every socket file of the
-/// host, `/run/docker.sock` or the system bus, is a `connect` away, and
-/// Landlock does not confine `connect`; `socketpair` stays allowed), and IP
-/// sockets too without the network (Landlock's network rules cover TCP
-/// only, not UDP or raw sockets).
-pub fn landlock_extra(network: bool, root: bool) -> Vec<Denied> {
+/// What a Landlock session may not do, on top of [`DENY_LIST`]: open Unix
+/// sockets unless the profile says `host_unix_sockets = true` (without a
+/// mount namespace every socket file of the host, `/run/docker.sock` or the
+/// system bus, is a `connect` away, and Landlock does not confine
+/// `connect`; connected `socketpair`s stay allowed), and IP sockets without
+/// the network (Landlock's network rules cover TCP only, not UDP or raw
+/// sockets).
+pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Denied> {
     const UNIX: &[u32] = &[libc::AF_UNIX as u32];
     const UNIX_AND_IP: &[u32] = &[
         libc::AF_UNIX as u32,
@@ -355,18 +356,25 @@ pub fn landlock_extra(network: bool, root: bool) -> Vec<Denied> {
         errno: libc::EPERM,
         when: ALWAYS,
     };
-    let mut rows = vec![
-        Denied {
+    const IP: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
+    let denied_families = match (network, unix_sockets) {
+        (true, true) => None,
+        (true, false) => Some(UNIX),
+        (false, true) => Some(IP),
+        (false, false) => Some(UNIX_AND_IP),
+    };
+    let mut rows: Vec<Denied> = denied_families
+        .map(|values| Denied {
             name: "socket",
             nr: libc::SYS_socket,
             errno: libc::EAFNOSUPPORT,
-            when: When::OneOf {
-                arg: 0,
-                values: if network { UNIX } else { UNIX_AND_IP },
-            },
-        },
-        PAIRS,
-    ];
+            when: When::OneOf { arg: 0, values },
+        })
+        .into_iter()
+        .collect();
+    if !unix_sockets {
+        rows.push(PAIRS);
+    }
     rows.extend([
         eperm("setxattr", libc::SYS_setxattr),
         eperm("lsetxattr", libc::SYS_lsetxattr),
@@ -395,8 +403,12 @@ const SYS_REMOVEXATTRAT: c_long = 466;
 
 /// The second filter of a Landlock session (see [`landlock_extra`]); it is
 /// installed after [`build_filter`]'s, and the kernel applies both.
-pub fn build_landlock_filter(network: bool, root: bool) -> anyhow::Result<BpfProgram> {
-    build_from(&landlock_extra(network, root))
+pub fn build_landlock_filter(
+    network: bool,
+    root: bool,
+    unix_sockets: bool,
+) -> anyhow::Result<BpfProgram> {
+    build_from(&landlock_extra(network, root, unix_sockets))
 }
 
 fn build_from(table: &[Denied]) -> anyhow::Result<BpfProgram> {

@@ -133,6 +133,11 @@ pub struct Profile {
     pub limits: Limits,
     pub env: EnvPolicy,
     pub hostname: String,
+    /// Landlock mode only: let the session open Unix sockets, which then
+    /// reach every socket file of the host its user may connect to (a
+    /// jail's Unix sockets reach only the jail's own files, always).
+    #[serde(default)]
+    pub host_unix_sockets: bool,
 }
 
 impl Profile {

@@ -18,6 +18,7 @@ pub struct RawProfile {
     pub isolation: Option<String>,
     pub network: Option<String>,
     pub hostname: Option<String>,
+    pub host_unix_sockets: Option<bool>,
     pub filesystem: Option<RawFilesystem>,
     pub limits: Option<RawLimits>,
     pub env: Option<RawEnv>,
@@ -102,6 +103,7 @@ impl RawProfile {
             isolation: self.isolation.or(base.isolation),
             network: self.network.or(base.network),
             hostname: self.hostname.or(base.hostname),
+            host_unix_sockets: self.host_unix_sockets.or(base.host_unix_sockets),
             filesystem: Some(
                 self.filesystem
                     .unwrap_or_default()

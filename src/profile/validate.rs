@@ -132,6 +132,7 @@ pub fn resolve(
         limits,
         env,
         hostname,
+        host_unix_sockets: raw.host_unix_sockets.unwrap_or(false),
     })
 }
 
