@@ -473,7 +473,10 @@ fn initial_env(
 
 pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
     let id = SessionId::parse(id).map_err(|e| anyhow!(e))?;
-    let opened = crate::store::open_session(sessions_dir, &id)?;
+    let opened = match crate::store::open_session(sessions_dir, &id) {
+        Ok(opened) => opened,
+        Err(e) => return end_displaced(sessions_dir, &id, remove).ok_or(e)?,
+    };
     let (session, control) = (&opened.session, &opened.control);
     {
         let _meta_lock = session.lock_metadata()?;
@@ -513,6 +516,42 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
     }
     sweep_orphaned_cgroups();
     Ok(json!({"status": "terminated", "session_id": id.as_str()}))
+}
+
+/// `end` of a session whose directory is not where it was recorded (moved,
+/// replaced by a symlink, or deleted: a session that can write its sessions
+/// dir could keep moving it): its processes are stopped from the trusted
+/// record alone, which names the holder and its cgroups, and the session is
+/// marked ended there. `None` when the state dir has no such session for
+/// this sessions dir (then the caller's own error stands).
+fn end_displaced(sessions_dir: &Path, id: &SessionId, remove: bool) -> Option<Result<Value>> {
+    let state_dir = StateDir::open(false).ok()??;
+    let control = state_dir.session(id.as_str());
+    let anchor = control.anchor().ok()??;
+    let named = crate::store::resolve_would_be(sessions_dir).ok()?;
+    if anchor.sessions_dir != named || anchor.session_id != id.as_str() {
+        return None;
+    }
+    Some((|| {
+        if let Some(h) = control.holder()? {
+            jail::stop(&control, &h)?;
+            control.write_holder(None)?;
+        }
+        control.mark_ended()?;
+        if remove {
+            control.remove()?;
+        }
+        sweep_orphaned_cgroups();
+        Ok(json!({
+            "status": "terminated",
+            "session_id": id.as_str(),
+            "warning": format!(
+                "its directory {} was moved or replaced, so its records there were not updated; \
+                 its processes are stopped",
+                anchor.sessions_dir.join(id.as_str()).display()
+            ),
+        }))
+    })())
 }
 
 /// Removes the empty cgroups of holders that died unrecorded (see

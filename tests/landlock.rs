@@ -486,3 +486,95 @@ fn host_unix_sockets_is_the_only_way_to_a_host_socket_file() {
     assert_eq!(out(&sb, &id, &connect), "connected\n");
     assert!(listener.accept().is_ok(), "the host socket was reached");
 }
+
+/// Re-attack B1: an exec that swaps its own session dir for a symlink to
+/// another directory (here a host dir it cannot write; it could be another
+/// session's) must not make the host write the exec's records there: they
+/// go to the directory pinned before the command ran.
+#[test]
+fn records_are_never_written_through_a_session_dir_swapped_mid_exec() {
+    let Some(sb) = host() else { return };
+    let victim = sb.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let id = sb.start(&[]);
+    let v = sb.exec(
+        &id,
+        &format!(
+            "export MARK=1; mv .sessions/{id} .sessions/old && ln -s {} .sessions/{id} && echo swapped",
+            victim.display()
+        ),
+    );
+    assert_eq!(v["stdout"], "swapped\n", "{v}");
+    let planted: Vec<_> = std::fs::read_dir(&victim)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        planted.is_empty(),
+        "the host wrote into the symlink's target: {planted:?}"
+    );
+    let moved = sb.sessions.join("old");
+    assert!(std::fs::read_to_string(moved.join("state.json"))
+        .unwrap()
+        .contains("MARK"));
+    // The session is refused now (its directory left its place), and ends.
+    let r = sb.run(&["exec", &id], b"true");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(sb.end(&id).status, 0);
+}
+
+/// Re-attack B2: a session that moves its sessions dir away (and keeps
+/// background processes) is still ended: `end` stops it from the trusted
+/// record, and says its records could not be updated.
+#[test]
+fn end_stops_a_session_whose_directory_was_moved_away() {
+    let Some(sb) = host() else { return };
+    let id = sb.start(&[]);
+    let marker = unique_sleep_arg();
+    sb.exec(
+        &id,
+        &format!("(setsid sleep {marker} >/dev/null 2>&1 &); mv .sessions .gone; echo moved"),
+    );
+    assert!(!procs_with_marker(&marker).is_empty());
+    let r = sb.end(&id);
+    assert_eq!(r.status, 0, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["status"], "terminated");
+    assert!(v["warning"].as_str().unwrap_or("").contains("moved"), "{v}");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || procs_with_marker(
+            &marker
+        )
+        .is_empty()),
+        "the session outlived end"
+    );
+}
+
+/// Re-attack B3: root owns the host's system files, so its Landlock session
+/// may not set explicit times on them (a plain `touch`, which asks for
+/// "now", still works in the work dir).
+#[test]
+fn roots_landlock_session_backdates_no_file() {
+    let Some(sb) = host() else { return };
+    if !is_root() {
+        return;
+    }
+    let id = sb.start(&[]);
+    let before = std::fs::metadata("/etc/hostname")
+        .map(|m| m.modified().unwrap())
+        .ok();
+    let v = sb.exec(
+        &id,
+        "python3 -c 'import os; fd = os.open(\"/etc/hostname\", os.O_RDONLY); os.utime(fd, (1000, 1000))' 2>&1 | tail -1; touch new && echo touched",
+    );
+    let text = v["stdout"].as_str().unwrap();
+    assert!(
+        text.contains("Errno 1]") && text.ends_with("touched\n"),
+        "{v}"
+    );
+    let after = std::fs::metadata("/etc/hostname")
+        .map(|m| m.modified().unwrap())
+        .ok();
+    assert_eq!(before, after);
+}

@@ -165,35 +165,42 @@ fn an_exec_whose_worker_is_killed_does_not_outlive_it() {
 #[test]
 fn empty_orphaned_session_cgroups_are_swept_by_end() {
     let sb = Sandbox::new();
-    let id = sb.start(&[]);
-    let cgroups = sb.metadata(&id)["holder"]["cgroups"].clone();
+    let ended = sb.start(&[]);
+    let cgroups = sb.metadata(&ended)["holder"]["cgroups"].clone();
     let Some(first) = cgroups.as_array().and_then(|c| c.first()) else {
         eprintln!("skipped: no session cgroups for this user here");
         return;
     };
     let parent = std::path::Path::new(first.as_str().unwrap())
         .parent()
-        .unwrap();
-    let orphan = parent.join("delta-sessions-sess_0000000000a1");
-    let busy = parent.join("delta-sessions-sess_0000000000a2");
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(sb.end(&ended).status, 0);
+    let id = sb.start(&[]);
+    let busy_id = sb.start(&[]);
+    // Left behind by an ended session (as by a start killed midway): swept.
+    let orphan = parent.join(format!("delta-sessions-{ended}"));
+    // A live session's cgroup that happens to be ours to see: kept.
+    let busy = parent.join(format!("delta-sessions-{busy_id}"));
+    // Not a session of this state dir (another user's, or one starting
+    // right now under another state dir): kept, even empty.
+    let unknown = parent.join("delta-sessions-sess_0000000000a1");
     let other = parent.join("not-delta-sessions-sess_0000000000a3");
-    for dir in [&orphan, &busy, &other] {
+    for dir in [&orphan, &unknown, &other] {
         std::fs::create_dir(dir).unwrap();
     }
-    let mut sleeper = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
-    std::fs::write(busy.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     assert_eq!(sb.end(&id).status, 0);
-    let (orphan_gone, busy_kept, other_kept) = (!orphan.exists(), busy.exists(), other.exists());
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = std::fs::remove_dir(&busy);
-    let _ = std::fs::remove_dir(&other);
-    let _ = std::fs::remove_dir(&orphan);
-    assert!(orphan_gone, "an empty orphaned cgroup was left");
-    assert!(busy_kept, "a cgroup with a process was removed");
+    let (orphan_gone, busy_kept, unknown_kept, other_kept) = (
+        !orphan.exists(),
+        busy.exists(),
+        unknown.exists(),
+        other.exists(),
+    );
+    for dir in [&unknown, &other, &orphan] {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(orphan_gone, "an ended session's empty cgroup was left");
+    assert!(busy_kept, "a live session's cgroup was removed");
+    assert!(unknown_kept, "a cgroup of no session of ours was removed");
     assert!(other_kept, "a cgroup not of ours was removed");
 }

@@ -40,6 +40,11 @@ pub enum When {
         /// The denied values.
         values: &'static [u32],
     },
+    /// When argument `arg`, a pointer, is not NULL (all 64 bits compared).
+    NotNull {
+        /// Argument index (0-based).
+        arg: u8,
+    },
     /// When argument `arg` equals none of `values`.
     NoneOf {
         /// Argument index (0-based).
@@ -392,6 +397,21 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
             eperm("fchmodat", libc::SYS_fchmodat),
             eperm("fchmodat2", SYS_FCHMODAT2),
         ]);
+        // Timestamps given explicitly (backdating a host file); "now" (a
+        // NULL times pointer, what a plain `touch` asks) stays allowed.
+        let explicit = |name, nr, arg| Denied {
+            name,
+            nr,
+            errno: libc::EPERM,
+            when: When::NotNull { arg },
+        };
+        rows.push(explicit("utimensat", libc::SYS_utimensat, 2));
+        #[cfg(target_arch = "x86_64")]
+        rows.extend([
+            explicit("utimes", libc::SYS_utimes, 1),
+            explicit("futimesat", libc::SYS_futimesat, 2),
+            explicit("utime", libc::SYS_utime, 1),
+        ]);
     }
     rows
 }
@@ -467,6 +487,12 @@ fn rules_for(when: When) -> anyhow::Result<Vec<SeccompRule>> {
             .iter()
             .map(|&v| SeccompRule::new(vec![low32(arg, SeccompCmpOp::Eq, v.into())?]))
             .collect::<Result<_, _>>()?,
+        When::NotNull { arg } => vec![SeccompRule::new(vec![SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::Ne,
+            0,
+        )?])?],
         // One rule whose conditions must all hold: "not this value, and not that one, …".
         When::NoneOf { arg, values } => vec![SeccompRule::new(
             values
@@ -730,6 +756,33 @@ mod tests {
     }
 
     #[test]
+    fn the_landlock_filter_judges_pointers_by_all_64_bits_and_pairs_by_type() {
+        let prog = build_landlock_filter(false, true, false).unwrap();
+        let run = |nr: c_long, args| eval(&prog, NATIVE_ARCH, nr as u32, args);
+        let eperm = errno_ret(libc::EPERM);
+        // utimensat(fd, NULL, times, 0): "now" allowed, explicit times not,
+        // even at an address whose low 32 bits are zero.
+        assert_eq!(run(libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]), eperm);
+        assert_eq!(run(libc::SYS_utimensat, [3, 0, 1 << 32, 0, 0, 0]), eperm);
+        assert_eq!(run(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), eperm);
+        let stream = (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64;
+        let dgram = libc::SOCK_DGRAM as u64;
+        let unix = libc::AF_UNIX as u64;
+        assert_eq!(run(libc::SYS_socketpair, [unix, stream, 0, 0, 0, 0]), ALLOW);
+        assert_ne!(run(libc::SYS_socketpair, [unix, dgram, 0, 0, 0, 0]), ALLOW);
+        assert_ne!(run(libc::SYS_socket, [unix, stream, 0, 0, 0, 0]), ALLOW);
+        assert_ne!(run(libc::SYS_socket, [libc::AF_INET as u64, dgram, 0, 0, 0, 0]), ALLOW);
+        // A regular user keeps chmod and times; with host_unix_sockets, sockets.
+        let user = build_landlock_filter(true, false, true).unwrap();
+        let run = |nr: c_long, args| eval(&user, NATIVE_ARCH, nr as u32, args);
+        assert_eq!(run(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]), ALLOW);
+        assert_eq!(run(libc::SYS_socket, [unix, stream, 0, 0, 0, 0]), ALLOW);
+        assert_ne!(run(libc::SYS_setxattr, [0; 6]), ALLOW);
+    }
+
+    #[test]
     fn filter_decides_as_the_table_says() {
         let prog = build_filter().unwrap();
         let run = |nr: c_long, args| eval(&prog, NATIVE_ARCH, nr as u32, args);
@@ -737,6 +790,10 @@ mod tests {
             let denied = errno_ret(d.errno);
             match d.when {
                 When::Always => assert_eq!(run(d.nr, [0; 6]), denied, "{}", d.name),
+                When::NotNull { arg } => {
+                    assert_eq!(run(d.nr, with_arg(arg, 0)), ALLOW, "{}", d.name);
+                    assert_eq!(run(d.nr, with_arg(arg, 1 << 32)), denied, "{}", d.name);
+                }
                 When::AnyBit { arg, bits } if bits == SET_ID_BITS => {
                     for mode in [0o4755u64, 0o2755, 0o6755, 0o4000, 0o2000, 0o104755] {
                         assert_eq!(

@@ -72,6 +72,7 @@ impl Store {
         SessionDir {
             id: id.clone(),
             dir: self.root.join(id.as_str()),
+            pinned: None,
         }
     }
 
@@ -172,21 +173,61 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct SessionDir {
     pub id: SessionId,
+    /// Where the directory is (for messages, and for the holder, which opens
+    /// what it needs there refusing every symlink).
     pub dir: PathBuf,
+    /// The directory itself, once [`pin`](Self::pin)ned: the records are
+    /// then read and written through it, never through a path that the
+    /// session could re-point between two of our steps.
+    pinned: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl SessionDir {
+    /// Where the records are reached: through the pinned directory, else
+    /// by its path.
+    fn base(&self) -> PathBuf {
+        match &self.pinned {
+            Some(fd) => PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fd.as_ref())
+            )),
+            None => self.dir.clone(),
+        }
+    }
+
+    /// Holds on to the directory at `dir`, reached without any symlink and
+    /// checked to be `expected`: every later record operation goes through
+    /// it, so a session that renames its directory or swaps a symlink into
+    /// the path (a Landlock session can write its sessions dir) cannot make
+    /// the host write its records anywhere else.
+    pub fn pin(&mut self, expected: trusted::FileId) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let fd = crate::jail::mounts::open_path(&self.dir, false)
+            .with_context(|| format!("Session {}: cannot open its directory", self.id))?;
+        let file = fs::File::from(fd);
+        let m = file.metadata()?;
+        if m.dev() != expected.dev || m.ino() != expected.ino || !m.is_dir() {
+            bail!(
+                "Session {}: {} is not the directory the session was started in; refusing to act on it",
+                self.id,
+                self.dir.display()
+            );
+        }
+        self.pinned = Some(std::sync::Arc::new(file.into()));
+        Ok(())
+    }
+
     pub fn metadata_path(&self) -> PathBuf {
-        self.dir.join("metadata.json")
+        self.base().join("metadata.json")
     }
     pub fn state_path(&self) -> PathBuf {
-        self.dir.join("state.json")
+        self.base().join("state.json")
     }
     pub fn profile_path(&self) -> PathBuf {
-        self.dir.join("profile.json")
+        self.base().join("profile.json")
     }
     pub fn history_path(&self) -> PathBuf {
-        self.dir.join("history.log")
+        self.base().join("history.log")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
@@ -195,7 +236,7 @@ impl SessionDir {
         self.dir.join("home")
     }
     pub fn holder_log_path(&self) -> PathBuf {
-        self.dir.join("holder.log")
+        self.base().join("holder.log")
     }
 
     /// Serializes execs of this session; held for the whole run.
@@ -213,7 +254,7 @@ impl SessionDir {
     /// never a lock on a file nobody else will ever see.
     fn lock(&self, name: &str) -> Result<FileLock> {
         let gone = || anyhow!("Session {} not found (it was removed meanwhile)", self.id);
-        match FileLock::exclusive(&self.dir.join(name)) {
+        match FileLock::exclusive(&self.base().join(name)) {
             Ok(lock) if lock.is_linked() => Ok(lock),
             Ok(_) => Err(gone()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(gone()),
@@ -452,6 +493,8 @@ pub fn open_session(sessions_dir: &Path, id: &SessionId) -> Result<Opened> {
             anchor.sessions_dir.join(id.as_str()).display()
         );
     }
+    let mut session = session;
+    session.pin(anchor.session_dir_id)?;
     Ok(Opened {
         store,
         session,

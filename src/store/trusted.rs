@@ -845,9 +845,9 @@ impl ControlDir {
     }
 
     /// Whether no holder can still own cgroups of this session: it ended,
-    /// it is not (or no longer) recorded here, or its `start` wrote the
-    /// record more than `min_age` ago and never recorded a holder (that
-    /// start died).
+    /// or its `start` wrote the record more than `min_age` ago and never
+    /// recorded a holder (that start died). A session not recorded here
+    /// may be another state dir's, starting right now: not ours to judge.
     pub fn owns_no_cgroup(&self, min_age: std::time::Duration) -> bool {
         if self.is_ended() {
             return true;
@@ -856,7 +856,7 @@ impl ControlDir {
             return false;
         }
         match fs::symlink_metadata(self.anchor_path()) {
-            Err(_) => true,
+            Err(_) => false,
             Ok(m) => m
                 .modified()
                 .ok()
