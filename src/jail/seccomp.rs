@@ -763,7 +763,10 @@ mod tests {
         // utimensat(fd, NULL, times, 0): "now" allowed, explicit times not,
         // even at an address whose low 32 bits are zero.
         assert_eq!(run(libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]), eperm);
+        assert_eq!(
+            run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]),
+            eperm
+        );
         assert_eq!(run(libc::SYS_utimensat, [3, 0, 1 << 32, 0, 0, 0]), eperm);
         assert_eq!(run(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), eperm);
         let stream = (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64;
@@ -772,12 +775,18 @@ mod tests {
         assert_eq!(run(libc::SYS_socketpair, [unix, stream, 0, 0, 0, 0]), ALLOW);
         assert_ne!(run(libc::SYS_socketpair, [unix, dgram, 0, 0, 0, 0]), ALLOW);
         assert_ne!(run(libc::SYS_socket, [unix, stream, 0, 0, 0, 0]), ALLOW);
-        assert_ne!(run(libc::SYS_socket, [libc::AF_INET as u64, dgram, 0, 0, 0, 0]), ALLOW);
+        assert_ne!(
+            run(libc::SYS_socket, [libc::AF_INET as u64, dgram, 0, 0, 0, 0]),
+            ALLOW
+        );
         // A regular user keeps chmod and times; with host_unix_sockets, sockets.
         let user = build_landlock_filter(true, false, true).unwrap();
         let run = |nr: c_long, args| eval(&user, NATIVE_ARCH, nr as u32, args);
         assert_eq!(run(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            run(libc::SYS_utimensat, [3, 0, 0x7fff_0000, 0, 0, 0]),
+            ALLOW
+        );
         assert_eq!(run(libc::SYS_socket, [unix, stream, 0, 0, 0, 0]), ALLOW);
         assert_ne!(run(libc::SYS_setxattr, [0; 6]), ALLOW);
     }
