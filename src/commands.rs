@@ -528,9 +528,21 @@ fn end_displaced(sessions_dir: &Path, id: &SessionId, remove: bool) -> Option<Re
     let state_dir = StateDir::open(false).ok()??;
     let control = state_dir.session(id.as_str());
     let anchor = control.anchor().ok()??;
-    let named = crate::store::resolve_would_be(sessions_dir).ok()?;
-    if anchor.sessions_dir != named || anchor.session_id != id.as_str() {
+    // The sessions dir named as given (a symlink put in its place resolves
+    // elsewhere) or as it resolves now: either names the recorded one.
+    let lexical = lexical_absolute(sessions_dir).ok()?;
+    let resolved = crate::store::resolve_would_be(sessions_dir).ok();
+    let named = anchor.sessions_dir == lexical || resolved.as_ref() == Some(&anchor.sessions_dir);
+    if !named || anchor.session_id != id.as_str() {
         return None;
+    }
+    // Only a session whose directory is really elsewhere (another inode at
+    // its path, none, or a symlink on the way): an unreadable sessions dir
+    // is the caller's error to fix, and changes nothing.
+    match FileId::no_symlink(&anchor.sessions_dir.join(id.as_str())) {
+        Ok(at) if at == anchor.session_dir_id => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return None,
+        _ => {}
     }
     Some((|| {
         if let Some(h) = control.holder()? {
@@ -552,6 +564,28 @@ fn end_displaced(sessions_dir: &Path, id: &SessionId, remove: bool) -> Option<Re
             ),
         }))
     })())
+}
+
+/// `path` made absolute against the current directory, `.` and `..`
+/// removed by name only: no symlink on the way is followed.
+fn lexical_absolute(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the empty cgroups of holders that died unrecorded (see

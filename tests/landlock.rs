@@ -530,25 +530,39 @@ fn records_are_never_written_through_a_session_dir_swapped_mid_exec() {
 #[test]
 fn end_stops_a_session_whose_directory_was_moved_away() {
     let Some(sb) = host() else { return };
-    let id = sb.start(&[]);
-    let marker = unique_sleep_arg();
-    sb.exec(
-        &id,
-        &format!("(setsid sleep {marker} >/dev/null 2>&1 &); mv .sessions .gone; echo moved"),
-    );
-    assert!(!procs_with_marker(&marker).is_empty());
-    let r = sb.end(&id);
-    assert_eq!(r.status, 0, "{r:?}");
-    let v = r.json();
-    assert_eq!(v["status"], "terminated");
-    assert!(v["warning"].as_str().unwrap_or("").contains("moved"), "{v}");
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || procs_with_marker(
-            &marker
-        )
-        .is_empty()),
-        "the session outlived end"
-    );
+    // Moved away; and moved with a symlink to its new place left behind.
+    for hide in [
+        "mv .sessions .gone",
+        "mv .sessions .s2 && ln -s .s2 .sessions",
+    ] {
+        let id = sb.start(&[]);
+        let marker = unique_sleep_arg();
+        sb.exec(
+            &id,
+            &format!("(setsid sleep {marker} >/dev/null 2>&1 &); {hide}; echo moved"),
+        );
+        assert!(!procs_with_marker(&marker).is_empty());
+        let r = sb.end(&id);
+        assert_eq!(r.status, 0, "{hide}: {r:?}");
+        let v = r.json();
+        assert_eq!(v["status"], "terminated");
+        assert!(v["warning"].as_str().unwrap_or("").contains("moved"), "{v}");
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || procs_with_marker(
+                &marker
+            )
+            .is_empty()),
+            "{hide}: the session outlived end"
+        );
+        for name in [".sessions", ".gone", ".s2"] {
+            let p = sb.work.join(name);
+            if p.is_symlink() {
+                std::fs::remove_file(&p).unwrap();
+            } else if p.exists() {
+                std::fs::remove_dir_all(&p).unwrap();
+            }
+        }
+    }
 }
 
 /// Re-attack B3: root owns the host's system files, so its Landlock session
@@ -577,4 +591,50 @@ fn roots_landlock_session_backdates_no_file() {
         .map(|m| m.modified().unwrap())
         .ok();
     assert_eq!(before, after);
+}
+
+/// Re-attack 4: root owns the host's files, so `chown` to itself needs no
+/// capability (and strips set-id bits); inode flags need only a readable
+/// file. Both are refused in Landlock mode.
+#[test]
+fn roots_chown_and_inode_flag_ioctls_are_refused() {
+    let Some(sb) = host() else { return };
+    let outside = sb.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let data = outside.join("data");
+    std::fs::write(&data, "x").unwrap();
+    let profile = sb.dir.path().join("ro.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[filesystem]\nread_only = [{:?}]\n",
+            outside.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    // FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with FS_NODUMP_FL added.
+    let ioctl = format!(
+        "python3 -c 'import fcntl, struct, os; fd = os.open(\"{}\", os.O_RDONLY); f = struct.unpack(\"l\", fcntl.ioctl(fd, 0x80086601, struct.pack(\"l\", 0)))[0]; fcntl.ioctl(fd, 0x40086602, struct.pack(\"l\", f | 0x40)); print(\"set\")' 2>&1 | tail -1",
+        data.display()
+    );
+    let got = out(&sb, &id, &ioctl);
+    assert!(
+        got.contains("Errno 1]") || got.contains("Errno 25]"),
+        "inode flags: {got}"
+    );
+    if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let v = sb.exec(
+            &id,
+            &format!(
+                "chown 0:0 {} 2>&1 | grep -c 'not permitted'",
+                data.display()
+            ),
+        );
+        assert_eq!(v["stdout"], "1\n", "{v}");
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o4755, "the set-id bit was stripped");
+    }
 }

@@ -219,16 +219,13 @@ fn landlock_ruleset(args: &HolderConfig, profile: &Profile) -> Result<super::lan
     };
     // The session could write these between execs: what a command left in
     // their place (a symlink, a file) is its own, moved aside, not followed.
-    for dir in [&spec.tmp_dir, &spec.home_dir] {
-        match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => mounts::move_aside(dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow!("cannot check {}: {e}", dir.display())),
-        }
-        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-            .create(dir)
-            .with_context(|| format!("cannot re-create {}", dir.display()))?;
+    // Done relative to the session dir opened without any symlink, so that
+    // a link swapped into the path cannot make us create or move anything
+    // elsewhere.
+    let dir = mounts::open_path(&args.session_dir, false)
+        .map_err(|e| anyhow!("cannot open the session dir: {e}"))?;
+    for name in ["tmp", "home"] {
+        prepare_private_dir(&dir, name)?;
     }
     let abi = super::probe::landlock_abi().map_err(|e| {
         anyhow!(
@@ -240,6 +237,46 @@ fn landlock_ruleset(args: &HolderConfig, profile: &Profile) -> Result<super::lan
     let ruleset = super::landlock::Ruleset::build(&grants, spec.network, abi)
         .map_err(|e| anyhow!("cannot build the session's Landlock rules: {e}"))?;
     Ok(ruleset)
+}
+
+/// Makes `name` in the directory `dir` a plain directory: an entry of
+/// another kind is renamed to `NAME.moved-by-delta-sessions[-N]`, and a
+/// missing one is made (0700). Never follows a symlink.
+fn prepare_private_dir(dir: &OwnedFd, name: &str) -> Result<()> {
+    use nix::fcntl::{renameat, AtFlags};
+    use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
+    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            return Ok(())
+        }
+        Ok(_) => {
+            let moved = (0..100)
+                .map(|n| match n {
+                    0 => format!("{name}.moved-by-delta-sessions"),
+                    n => format!("{name}.moved-by-delta-sessions-{n}"),
+                })
+                .find(|to| {
+                    fstatat(
+                        Some(dir.as_raw_fd()),
+                        to.as_str(),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .is_err()
+                })
+                .ok_or_else(|| anyhow!("cannot move {name} aside: too many moved entries"))?;
+            renameat(
+                Some(dir.as_raw_fd()),
+                name,
+                Some(dir.as_raw_fd()),
+                moved.as_str(),
+            )
+            .map_err(|e| anyhow!("cannot move {name} aside: {e}"))?;
+        }
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => bail!("cannot check {name}: {e}"),
+    }
+    mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o700))
+        .map_err(|e| anyhow!("cannot re-create {name}: {e}"))
 }
 
 /// Builds the jail around this process and serves execs until killed.

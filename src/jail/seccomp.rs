@@ -390,8 +390,26 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
         eperm("setxattrat", SYS_SETXATTRAT),
         eperm("removexattrat", SYS_REMOVEXATTRAT),
     ]);
+    // Inode flags and verity work on any file the session may read (Landlock
+    // confines ioctl on devices only): no append-only, no-dump, sync or
+    // project-id changes, and no read-only-for-ever verity on host files.
+    rows.push(Denied {
+        name: "ioctl",
+        nr: libc::SYS_ioctl,
+        errno: libc::EPERM,
+        when: When::OneOf {
+            arg: 1,
+            values: INODE_IOCTLS,
+        },
+    });
     if root {
         rows.extend([
+            // Root owns the system files: a `chown` to itself needs no
+            // capability and strips their set-id bits or changes their group.
+            eperm("chown", libc::SYS_chown),
+            eperm("fchown", libc::SYS_fchown),
+            eperm("lchown", libc::SYS_lchown),
+            eperm("fchownat", libc::SYS_fchownat),
             eperm("chmod", libc::SYS_chmod),
             eperm("fchmod", libc::SYS_fchmod),
             eperm("fchmodat", libc::SYS_fchmodat),
@@ -415,6 +433,19 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
     }
     rows
 }
+
+/// `ioctl` requests that change a file's inode flags, extended attributes
+/// (`struct fsxattr`: flags, project id), generation or verity:
+/// `FS_IOC_SETFLAGS` and its 32-bit form, `FS_IOC_FSSETXATTR`,
+/// `FS_IOC_SETVERSION` and its 32-bit form, `FS_IOC_ENABLE_VERITY`.
+const INODE_IOCTLS: &[u32] = &[
+    0x4008_6602,
+    0x4004_6602,
+    0x401c_5820,
+    0x4008_7602,
+    0x4004_7602,
+    0x4080_6685,
+];
 
 /// `setxattrat` and `removexattrat` (Linux 6.13), which libc does not name
 /// yet; the same numbers on x86_64 and aarch64 (unified syscall table).
