@@ -478,17 +478,29 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
         Err(e) => return end_displaced(sessions_dir, &id, remove).ok_or(e)?,
     };
     let (session, control) = (&opened.session, &opened.control);
+    // Stopped before any lock in the session dir is taken: a session that
+    // can write its records (Landlock mode) could hold a lock there for
+    // ever. The holder comes from the trusted record, so that a damaged
+    // metadata.json cannot keep a jail alive, nor name a process to kill.
+    if let Some(h) = control.holder()? {
+        jail::stop(control, &h)?;
+    }
+    let meta_lock = match session.lock_metadata() {
+        Ok(lock) => lock,
+        // The records cannot be updated (a lock held for ever, or made
+        // unusable): the session still ends, from the trusted record.
+        Err(e) => return end_unrecorded(control, &id, remove, &format!("{e:#}")),
+    };
     {
-        let _meta_lock = session.lock_metadata()?;
-        // The holder comes from the trusted record, so that a damaged
-        // metadata.json cannot keep a jail alive, nor name a process to kill.
-        // Killed first and recorded after: an `end` killed in between leaves
-        // the session active, and the next `end` finishes the job.
+        let _meta_lock = meta_lock;
+        // Again under the lock: a rebuild that raced the stop above. Killed
+        // first and recorded after: an `end` killed in between leaves the
+        // session active, and the next `end` finishes the job.
         if let Some(h) = control.holder()? {
             jail::stop(control, &h)?;
-            crate::fault::point("end:after-stop");
-            control.write_holder(None)?;
         }
+        crate::fault::point("end:after-stop");
+        control.write_holder(None)?;
         let meta = session.read_metadata();
         let already = matches!(&meta, Ok(m) if m.status == Status::Terminated);
         control.mark_ended()?;
@@ -544,26 +556,39 @@ fn end_displaced(sessions_dir: &Path, id: &SessionId, remove: bool) -> Option<Re
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return None,
         _ => {}
     }
-    Some((|| {
-        if let Some(h) = control.holder()? {
-            jail::stop(&control, &h)?;
-            control.write_holder(None)?;
-        }
-        control.mark_ended()?;
-        if remove {
-            control.remove()?;
-        }
-        sweep_orphaned_cgroups();
-        Ok(json!({
-            "status": "terminated",
-            "session_id": id.as_str(),
-            "warning": format!(
-                "its directory {} was moved or replaced, so its records there were not updated; \
-                 its processes are stopped",
-                anchor.sessions_dir.join(id.as_str()).display()
-            ),
-        }))
-    })())
+    let why = format!(
+        "its directory {} was moved or replaced",
+        anchor.sessions_dir.join(id.as_str()).display()
+    );
+    Some(end_unrecorded(&control, id, remove, &why))
+}
+
+/// Ends a session from the state dir's record alone, when its records in
+/// the sessions dir cannot be reached or updated (`why`): its processes
+/// are stopped, it is marked ended there, and the JSON says what was not
+/// updated.
+fn end_unrecorded(
+    control: &trusted::ControlDir,
+    id: &SessionId,
+    remove: bool,
+    why: &str,
+) -> Result<Value> {
+    if let Some(h) = control.holder()? {
+        jail::stop(control, &h)?;
+        control.write_holder(None)?;
+    }
+    control.mark_ended()?;
+    if remove {
+        control.remove()?;
+    }
+    sweep_orphaned_cgroups();
+    Ok(json!({
+        "status": "terminated",
+        "session_id": id.as_str(),
+        "warning": format!(
+            "its processes are stopped, but its records were not updated: {why}"
+        ),
+    }))
 }
 
 /// `path` made absolute against the current directory, `.` and `..`

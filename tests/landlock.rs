@@ -638,3 +638,71 @@ fn roots_chown_and_inode_flag_ioctls_are_refused() {
         assert_eq!(mode & 0o7777, 0o4755, "the set-id bit was stripped");
     }
 }
+
+/// Round 5: a session that holds its own `meta.lock` for ever, or puts a
+/// directory in its place, still ends: `end` stops it before it takes any
+/// lock in the session dir, and gives up on the records after a bounded wait.
+#[test]
+fn a_session_holding_or_breaking_its_own_locks_still_ends() {
+    let Some(sb) = host() else { return };
+    if !have_program("flock") {
+        return;
+    }
+    for (how, wedge) in [
+        ("held", "(setsid flock .sessions/ID/meta.lock sleep 600 </dev/null >/dev/null 2>&1 &); sleep 0.2"),
+        ("a directory", "rm .sessions/ID/meta.lock; mkdir .sessions/ID/meta.lock"),
+    ] {
+        let id = sb.start(&[]);
+        let marker = unique_sleep_arg();
+        sb.exec(&id, &format!("(setsid sleep {marker} >/dev/null 2>&1 &)"));
+        // The exec that takes the lock may itself wait on it; not waited for.
+        let mut c = sb.command();
+        c.args(["exec", &id]);
+        let _ = run_command(c, wedge.replace("ID", &id).as_bytes());
+        let t = std::time::Instant::now();
+        let r = sb.end(&id);
+        assert_eq!(r.status, 0, "{how}: {r:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "{how}: end took {:?}", t.elapsed());
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || procs_with_marker(&marker).is_empty()),
+            "{how}: the session outlived end"
+        );
+    }
+}
+
+/// Round 5: ext4's own inode-generation ioctl and read leases on files the
+/// session may only read are refused too.
+#[test]
+fn leases_and_ext4_generation_ioctls_are_refused() {
+    let Some(sb) = host() else { return };
+    let outside = sb.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let data = outside.join("data");
+    std::fs::write(&data, "x").unwrap();
+    let profile = sb.dir.path().join("ro.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[filesystem]\nread_only = [{:?}]\n",
+            outside.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    let py = |code: &str| {
+        format!(
+            "python3 -c 'import fcntl, struct, os; fd = os.open(\"{}\", os.O_RDONLY); {code}; print(\"done\")' 2>&1 | tail -1",
+            data.display()
+        )
+    };
+    let lease = out(&sb, &id, &py("fcntl.fcntl(fd, 1024, fcntl.F_RDLCK)"));
+    assert!(lease.contains("Errno 1]"), "lease: {lease}");
+    if is_root() {
+        let generation = out(
+            &sb,
+            &id,
+            &py("fcntl.ioctl(fd, 0x40086604, struct.pack(\"l\", 12345))"),
+        );
+        assert!(generation.contains("Errno 1]"), "generation: {generation}");
+    }
+}

@@ -402,6 +402,17 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
             values: INODE_IOCTLS,
         },
     });
+    // A lease on a file it may only read would let the session stall every
+    // host process that opens it for writing (up to lease-break-time).
+    rows.push(Denied {
+        name: "fcntl",
+        nr: libc::SYS_fcntl,
+        errno: libc::EPERM,
+        when: When::OneOf {
+            arg: 1,
+            values: &[libc::F_SETLEASE as u32],
+        },
+    });
     if root {
         rows.extend([
             // Root owns the system files: a `chown` to itself needs no
@@ -437,13 +448,16 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
 /// `ioctl` requests that change a file's inode flags, extended attributes
 /// (`struct fsxattr`: flags, project id), generation or verity:
 /// `FS_IOC_SETFLAGS` and its 32-bit form, `FS_IOC_FSSETXATTR`,
-/// `FS_IOC_SETVERSION` and its 32-bit form, `FS_IOC_ENABLE_VERITY`.
+/// `FS_IOC_SETVERSION` and its 32-bit form, ext4's own
+/// `EXT4_IOC_SETVERSION` and its 32-bit form, `FS_IOC_ENABLE_VERITY`.
 const INODE_IOCTLS: &[u32] = &[
     0x4008_6602,
     0x4004_6602,
     0x401c_5820,
     0x4008_7602,
     0x4004_7602,
+    0x4008_6604,
+    0x4004_6604,
     0x4080_6685,
 ];
 

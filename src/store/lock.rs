@@ -23,6 +23,18 @@ impl FileLock {
 
     /// Blocks until the exclusive lock on `path` (created if missing) is ours.
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        Self::take(path, None)
+    }
+
+    /// [`exclusive`](Self::exclusive), giving up with `TimedOut` after
+    /// `limit`: for locks our own processes hold only briefly, which a
+    /// process that is not ours (a Landlock session can reach its records)
+    /// could otherwise hold for ever.
+    pub fn exclusive_within(path: &Path, limit: std::time::Duration) -> io::Result<FileLock> {
+        Self::take(path, Some(std::time::Instant::now() + limit))
+    }
+
+    fn take(path: &Path, deadline: Option<std::time::Instant>) -> io::Result<FileLock> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -39,15 +51,30 @@ impl FileLock {
                 format!("{} is not a regular file", path.display()),
             ));
         }
+        let mode = if deadline.is_some() {
+            libc::LOCK_EX | libc::LOCK_NB
+        } else {
+            libc::LOCK_EX
+        };
         loop {
             // SAFETY: flock on a file descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), mode) };
             if rc == 0 {
                 return Ok(FileLock { file });
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match (err.raw_os_error(), deadline) {
+                (Some(libc::EINTR), _) => {}
+                (Some(libc::EWOULDBLOCK), Some(end)) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                (Some(libc::EWOULDBLOCK), Some(_)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{} stays locked by another process", path.display()),
+                    ))
+                }
+                _ => return Err(err),
             }
         }
     }
@@ -70,5 +97,13 @@ mod tests {
         assert!(FileLock::exclusive(&fifo).is_err());
         let plain = FileLock::exclusive(&dir.path().join("ok.lock")).unwrap();
         assert!(plain.is_linked());
+        let held = dir.path().join("ok.lock");
+        let t = std::time::Instant::now();
+        let e =
+            FileLock::exclusive_within(&held, std::time::Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        drop(plain);
+        assert!(FileLock::exclusive_within(&held, std::time::Duration::from_millis(50)).is_ok());
     }
 }

@@ -169,6 +169,10 @@ impl Store {
     }
 }
 
+/// Longest wait for a session's `meta.lock`, which our processes hold for
+/// milliseconds.
+pub const META_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Paths of one session's files.
 #[derive(Debug, Clone)]
 pub struct SessionDir {
@@ -244,17 +248,27 @@ impl SessionDir {
         self.lock("exec.lock")
     }
 
-    /// Guards read-modify-write of metadata.json; held briefly.
+    /// Guards read-modify-write of metadata.json; held briefly, so a wait
+    /// past [`META_LOCK_WAIT`] means a process that is not ours holds it.
     pub fn lock_metadata(&self) -> Result<FileLock> {
-        self.lock("meta.lock")
+        self.lock_within("meta.lock", Some(META_LOCK_WAIT))
     }
 
     /// Takes a lock in the session dir. A session removed while we waited
     /// for it (its lock file unlinked, or its directory gone) is "not found",
     /// never a lock on a file nobody else will ever see.
     fn lock(&self, name: &str) -> Result<FileLock> {
+        self.lock_within(name, None)
+    }
+
+    fn lock_within(&self, name: &str, limit: Option<std::time::Duration>) -> Result<FileLock> {
         let gone = || anyhow!("Session {} not found (it was removed meanwhile)", self.id);
-        match FileLock::exclusive(&self.base().join(name)) {
+        let path = self.base().join(name);
+        let taken = match limit {
+            Some(limit) => FileLock::exclusive_within(&path, limit),
+            None => FileLock::exclusive(&path),
+        };
+        match taken {
             Ok(lock) if lock.is_linked() => Ok(lock),
             Ok(_) => Err(gone()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(gone()),
