@@ -594,23 +594,12 @@ fn end_unrecorded(
 /// `path` made absolute against the current directory, `.` and `..`
 /// removed by name only: no symlink on the way is followed.
 fn lexical_absolute(path: &Path) -> Result<PathBuf> {
-    use std::path::Component;
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()?.join(path)
     };
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    Ok(out)
+    Ok(jail::mounts::plan::normalize(&abs))
 }
 
 /// Removes the empty cgroups of holders that died unrecorded (see

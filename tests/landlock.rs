@@ -29,6 +29,25 @@ fn out(sb: &Sandbox, id: &str, command: &str) -> String {
     )
 }
 
+/// A session granted a read-only host dir (outside the work dir) holding
+/// one file, and that file's path.
+fn session_with_a_read_only_file(sb: &Sandbox) -> (String, std::path::PathBuf) {
+    let outside = sb.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let data = outside.join("data");
+    std::fs::write(&data, "x").unwrap();
+    let profile = sb.dir.path().join("ro.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[filesystem]\nread_only = [{:?}]\n",
+            outside.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (sb.start(&["--profile", profile.to_str().unwrap()]), data)
+}
+
 #[test]
 fn auto_picks_landlock_and_says_so_everywhere() {
     let Some(sb) = host() else { return };
@@ -599,20 +618,7 @@ fn roots_landlock_session_backdates_no_file() {
 #[test]
 fn roots_chown_and_inode_flag_ioctls_are_refused() {
     let Some(sb) = host() else { return };
-    let outside = sb.dir.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    let data = outside.join("data");
-    std::fs::write(&data, "x").unwrap();
-    let profile = sb.dir.path().join("ro.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "[filesystem]\nread_only = [{:?}]\n",
-            outside.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    let (id, data) = session_with_a_read_only_file(&sb);
     // FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with FS_NODUMP_FL added.
     let ioctl = format!(
         "python3 -c 'import fcntl, struct, os; fd = os.open(\"{}\", os.O_RDONLY); f = struct.unpack(\"l\", fcntl.ioctl(fd, 0x80086601, struct.pack(\"l\", 0)))[0]; fcntl.ioctl(fd, 0x40086602, struct.pack(\"l\", f | 0x40)); print(\"set\")' 2>&1 | tail -1",
@@ -675,20 +681,7 @@ fn a_session_holding_or_breaking_its_own_locks_still_ends() {
 #[test]
 fn leases_and_ext4_generation_ioctls_are_refused() {
     let Some(sb) = host() else { return };
-    let outside = sb.dir.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    let data = outside.join("data");
-    std::fs::write(&data, "x").unwrap();
-    let profile = sb.dir.path().join("ro.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "[filesystem]\nread_only = [{:?}]\n",
-            outside.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let id = sb.start(&["--profile", profile.to_str().unwrap()]);
+    let (id, data) = session_with_a_read_only_file(&sb);
     let py = |code: &str| {
         format!(
             "python3 -c 'import fcntl, struct, os; fd = os.open(\"{}\", os.O_RDONLY); {code}; print(\"done\")' 2>&1 | tail -1",

@@ -486,8 +486,9 @@ fn resolver_config(p: &mut Plan, host: &dyn HostView) {
     }
 }
 
-/// Lexical `..` and `.` removal for symlink targets joined to their parent.
-fn normalize(path: &Path) -> PathBuf {
+/// Lexical `..` and `.` removal (for symlink targets joined to their
+/// parent, and for paths that must be compared without following links).
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in path.components() {
         match c {
