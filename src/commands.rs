@@ -573,11 +573,14 @@ fn end_unrecorded(
     remove: bool,
     why: &str,
 ) -> Result<Value> {
+    // Marked first, then the recorded holder stopped: a rebuild racing us
+    // records its holder first and then looks for the mark, so one of the
+    // two always sees the other (see `exec::connect_or_restart`).
+    control.mark_ended()?;
     if let Some(h) = control.holder()? {
         jail::stop(control, &h)?;
         control.write_holder(None)?;
     }
-    control.mark_ended()?;
     if remove {
         control.remove()?;
     }

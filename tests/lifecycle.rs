@@ -204,3 +204,46 @@ fn empty_orphaned_session_cgroups_are_swept_by_end() {
     assert!(unknown_kept, "a cgroup of no session of ours was removed");
     assert!(other_kept, "a cgroup not of ours was removed");
 }
+
+/// Round 6: an `end` that gives up waiting for a slow rebuild's lock must
+/// not leave the rebuilt jail running: it marks the session ended, and the
+/// rebuild, seeing the mark after it recorded its holder, stops it.
+#[test]
+fn an_end_racing_a_slow_rebuild_leaves_no_jail() {
+    let sb = Sandbox::new();
+    let id = sb.start(&[]);
+    sb.exec(&id, "true");
+    sb.kill_holder(&id);
+    let marker = unique_sleep_arg();
+    let mut c = sb.command();
+    c.args(["exec", &id])
+        .env("DELTA_SESSIONS_FAULT", "exec:slow-rebuild")
+        .env("DELTA_SESSIONS_FAULT_PAUSE", "12000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut exec = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = exec.stdin.take().unwrap();
+        stdin
+            .write_all(format!("sleep {marker} & echo ran-after-end").as_bytes())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let r = sb.end(&id);
+    assert_eq!(r.status, 0, "{r:?}");
+    let out = exec.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("ran-after-end"),
+        "the command ran after end: {stdout}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || procs_with_marker(&marker)
+            .is_empty()
+            && holders_of(&sb).is_empty()),
+        "a rebuilt jail outlived end: {:?}",
+        holders_of(&sb)
+    );
+}

@@ -272,6 +272,7 @@ fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool
     crate::commands::recheck_layout(&opened.anchor)?;
     let (record, pending) = jail::start(session, control, &opened.anchor)
         .with_context(|| format!("cannot restart the jail of session {}", session.id))?;
+    crate::fault::pause("exec:slow-rebuild");
     meta.holder = Some(record.clone());
     meta.jail_restarts += 1;
     let recorded = control
@@ -280,6 +281,17 @@ fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool
     if let Err(e) = recorded {
         let _ = jail::stop(control, &record);
         return Err(e);
+    }
+    // An `end` that gave up waiting for our lock marks the session ended
+    // and then stops the holder it finds recorded; we recorded ours first
+    // and look for its mark now, so one of the two always sees the other.
+    if control.is_ended() {
+        let _ = jail::stop(control, &record);
+        let _ = control.write_holder(None);
+        bail!(
+            "Session {} was ended while its jail was being rebuilt",
+            session.id
+        );
     }
     pending.commit()?;
     let conn = jail::connect(control)?
