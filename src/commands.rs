@@ -489,7 +489,7 @@ pub fn end(sessions_dir: &Path, id: &str, remove: bool) -> Result<Value> {
         Ok(lock) => lock,
         // The records cannot be updated (a lock held for ever, or made
         // unusable): the session still ends, from the trusted record.
-        Err(e) => return end_unrecorded(control, &id, remove, &format!("{e:#}")),
+        Err(e) => return end_unrecorded(control, Some(session), &id, remove, &format!("{e:#}")),
     };
     {
         let _meta_lock = meta_lock;
@@ -560,15 +560,18 @@ fn end_displaced(sessions_dir: &Path, id: &SessionId, remove: bool) -> Option<Re
         "its directory {} was moved or replaced",
         anchor.sessions_dir.join(id.as_str()).display()
     );
-    Some(end_unrecorded(&control, id, remove, &why))
+    Some(end_unrecorded(&control, None, id, remove, &why))
 }
 
 /// Ends a session from the state dir's record alone, when its records in
 /// the sessions dir cannot be reached or updated (`why`): its processes
 /// are stopped, it is marked ended there, and the JSON says what was not
 /// updated.
+/// `session`: its directory, when it is where it was recorded (then
+/// `--remove` removes it too; a displaced one is not ours to touch).
 fn end_unrecorded(
     control: &trusted::ControlDir,
+    session: Option<&crate::store::SessionDir>,
     id: &SessionId,
     remove: bool,
     why: &str,
@@ -582,6 +585,9 @@ fn end_unrecorded(
         control.write_holder(None)?;
     }
     if remove {
+        if let Some(session) = session {
+            session.remove()?;
+        }
         control.remove()?;
     }
     sweep_orphaned_cgroups();

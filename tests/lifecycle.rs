@@ -210,6 +210,12 @@ fn empty_orphaned_session_cgroups_are_swept_by_end() {
 /// rebuild, seeing the mark after it recorded its holder, stops it.
 #[test]
 fn an_end_racing_a_slow_rebuild_leaves_no_jail() {
+    for remove in [false, true] {
+        end_racing_a_slow_rebuild(remove);
+    }
+}
+
+fn end_racing_a_slow_rebuild(remove: bool) {
     let sb = Sandbox::new();
     let id = sb.start(&[]);
     sb.exec(&id, "true");
@@ -231,7 +237,11 @@ fn an_end_racing_a_slow_rebuild_leaves_no_jail() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let r = sb.end(&id);
+    let r = if remove {
+        sb.run(&["end", &id, "--remove"], b"")
+    } else {
+        sb.end(&id)
+    };
     assert_eq!(r.status, 0, "{r:?}");
     let out = exec.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -246,4 +256,10 @@ fn an_end_racing_a_slow_rebuild_leaves_no_jail() {
         "a rebuilt jail outlived end: {:?}",
         holders_of(&sb)
     );
+    if remove {
+        assert!(
+            !sb.session_dir(&id).exists(),
+            "end --remove left the session dir"
+        );
+    }
 }

@@ -285,7 +285,8 @@ fn connect_or_restart(opened: &crate::store::Opened) -> Result<(UnixStream, bool
     // An `end` that gave up waiting for our lock marks the session ended
     // and then stops the holder it finds recorded; we recorded ours first
     // and look for its mark now, so one of the two always sees the other.
-    if control.is_ended() {
+    // (Ended, or removed with its record by `end --remove`.)
+    if control.is_ended() || !matches!(control.anchor(), Ok(Some(_))) {
         let _ = jail::stop(control, &record);
         let _ = control.write_holder(None);
         bail!(
