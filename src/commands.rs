@@ -624,7 +624,8 @@ fn sweep_orphaned_cgroups() {
 
 /// A session record this old without a holder belongs to a `start` that
 /// died: a live one records its holder within the holder's start timeout.
-const UNRECORDED_START_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+const UNRECORDED_START_AGE: std::time::Duration =
+    jail::HOLDER_START_TIMEOUT.saturating_add(std::time::Duration::from_secs(10));
 
 /// What a recorded session runs in (older records only say whether it was jailed).
 fn isolation_of(meta: &Metadata) -> Option<&'static str> {

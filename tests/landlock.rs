@@ -699,3 +699,14 @@ fn leases_and_ext4_generation_ioctls_are_refused() {
         assert!(generation.contains("Errno 1]"), "generation: {generation}");
     }
 }
+
+/// A profile whose masks Landlock cannot hold (`auto` resolving to Landlock)
+/// is refused at start, not started with the masks silently dropped.
+#[test]
+fn masks_refuse_an_auto_profile_that_became_landlock() {
+    let Some(sb) = host() else { return };
+    let profile = sb.dir.path().join("masked.toml");
+    std::fs::write(&profile, "[filesystem]\nmasked = [\"/etc/hostname\"]\n").unwrap();
+    sb.run(&["start", "--profile", profile.to_str().unwrap()], b"")
+        .assert_error(&["Landlock mode", "filesystem.masked"]);
+}

@@ -94,16 +94,25 @@ pub fn resolve_isolation(requested: Isolation) -> Result<(Isolation, String)> {
 fn landlock_usable() -> Result<i64> {
     let abi = probe::landlock_abi()
         .map_err(|e| anyhow!("this kernel has no Landlock ({e}); {LANDLOCK_HELP}"))?;
-    if nix::unistd::geteuid().is_root() && abi < MIN_ROOT_LANDLOCK_ABI {
-        bail!(
-            "Landlock ABI {abi} cannot keep a root caller's session from signalling the host's              root processes (that needs ABI {MIN_ROOT_LANDLOCK_ABI}, Linux 6.12); run as a regular user"
-        );
-    }
+    check_landlock_abi(abi, nix::unistd::geteuid().is_root())?;
     Ok(abi)
 }
 
+/// Whether Landlock `abi` holds Landlock mode's rows for this caller: root's
+/// session, without capabilities but still uid 0, needs the signal scope.
+fn check_landlock_abi(abi: i64, root: bool) -> Result<()> {
+    if root && abi < MIN_ROOT_LANDLOCK_ABI {
+        bail!(
+            "Landlock ABI {abi} cannot keep a root caller's session from signalling the host's \
+             root processes (that needs ABI {MIN_ROOT_LANDLOCK_ABI}, Linux 6.12); run as a \
+             regular user"
+        );
+    }
+    Ok(())
+}
+
 /// How long start waits for the holder before giving up.
-const HOLDER_START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const HOLDER_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `$HOME` a session's commands see.
 pub fn home_for(session: &SessionDir, profile: &Profile) -> PathBuf {
@@ -574,4 +583,22 @@ pub fn memfd(name: &str) -> Result<File> {
     let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
         .context("memfd_create")?;
     Ok(File::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_mode_for_root_needs_the_signal_scope() {
+        for abi in 1..MIN_ROOT_LANDLOCK_ABI {
+            let e = check_landlock_abi(abi, true).unwrap_err().to_string();
+            assert!(e.contains("root") && !e.contains("  "), "{e}");
+            assert!(
+                check_landlock_abi(abi, false).is_ok(),
+                "a user at ABI {abi}"
+            );
+        }
+        assert!(check_landlock_abi(MIN_ROOT_LANDLOCK_ABI, true).is_ok());
+    }
 }

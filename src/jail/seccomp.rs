@@ -355,12 +355,13 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
     // system files, changes no file mode at all (its session could
     // otherwise `chmod 666 /etc/shadow`, which it cannot read but owns).
     const ALWAYS: When = When::Always;
-    let eperm = |name, nr| Denied {
+    let refuse = |name, nr, when| Denied {
         name,
         nr,
         errno: libc::EPERM,
-        when: ALWAYS,
+        when,
     };
+    let eperm = |name, nr| refuse(name, nr, ALWAYS);
     const IP: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
     let denied_families = match (network, unix_sockets) {
         (true, true) => None,
@@ -393,26 +394,24 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
     // Inode flags and verity work on any file the session may read (Landlock
     // confines ioctl on devices only): no append-only, no-dump, sync or
     // project-id changes, and no read-only-for-ever verity on host files.
-    rows.push(Denied {
-        name: "ioctl",
-        nr: libc::SYS_ioctl,
-        errno: libc::EPERM,
-        when: When::OneOf {
+    rows.push(refuse(
+        "ioctl",
+        libc::SYS_ioctl,
+        When::OneOf {
             arg: 1,
             values: INODE_IOCTLS,
         },
-    });
+    ));
     // A lease on a file it may only read would let the session stall every
     // host process that opens it for writing (up to lease-break-time).
-    rows.push(Denied {
-        name: "fcntl",
-        nr: libc::SYS_fcntl,
-        errno: libc::EPERM,
-        when: When::OneOf {
+    rows.push(refuse(
+        "fcntl",
+        libc::SYS_fcntl,
+        When::OneOf {
             arg: 1,
             values: &[libc::F_SETLEASE as u32],
         },
-    });
+    ));
     if root {
         rows.extend([
             // Root owns the system files: a `chown` to itself needs no
@@ -428,12 +427,7 @@ pub fn landlock_extra(network: bool, root: bool, unix_sockets: bool) -> Vec<Deni
         ]);
         // Timestamps given explicitly (backdating a host file); "now" (a
         // NULL times pointer, what a plain `touch` asks) stays allowed.
-        let explicit = |name, nr, arg| Denied {
-            name,
-            nr,
-            errno: libc::EPERM,
-            when: When::NotNull { arg },
-        };
+        let explicit = |name, nr, arg| refuse(name, nr, When::NotNull { arg });
         rows.push(explicit("utimensat", libc::SYS_utimensat, 2));
         #[cfg(target_arch = "x86_64")]
         rows.extend([

@@ -304,6 +304,10 @@ fn bad_values_name_the_key_and_reason() {
             "description: must be one line",
         ),
         (
+            "isolation = \"landlock\"\n[filesystem]\nmasked = [\"/x\"]",
+            "filesystem.masked: needs isolation = \"jail\" (Landlock grants whole",
+        ),
+        (
             "[limits]\ndisk = \"512KiB\"",
             "limits.disk: 512KiB is out of range (1MiB to 1TiB",
         ),
